@@ -1,0 +1,30 @@
+"""The ASGI application: `uvicorn app.main:app`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from app.config import get_settings
+from app.errors import install_error_handlers
+from app.routes import datasets, health, jobs
+
+
+def create_app() -> FastAPI:
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    application = FastAPI(
+        title="ToV Select",
+        version="0.1.0",
+        description="Data selection as a service: Train on Validation (arXiv 2510.00386).",
+    )
+    install_error_handlers(application)
+    application.include_router(health.router)
+    application.include_router(datasets.router)
+    application.include_router(jobs.router)
+    return application
+
+
+app = create_app()

@@ -1,0 +1,58 @@
+"""The producer side of the queue: the API enqueues tasks by name and never imports the worker."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "tov.run_job"
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Broker settings shared by the producer (API, reaper) and the workers."""
+    transport: dict[str, object] = {"visibility_timeout": 24 * 3600}  # longer than any job
+    if settings.broker_url.startswith("sqla+"):
+        transport = {"polling_interval": 0.5}
+    return {
+        "broker_url": settings.broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],  # pickle would be remote code execution
+        "result_backend": None,  # Postgres is the truth; Celery results are not used
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": settings.task_queue,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+    }
+
+
+@lru_cache
+def producer() -> Celery:
+    app = Celery("tov-producer")
+    app.conf.update(celery_config(get_settings()))
+    return app
+
+
+def publish_job(job_id: str) -> bool:
+    """Send the job to the workers. False when the broker is unreachable (the reaper retries)."""
+    try:
+        producer().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().task_queue)
+    except Exception:  # any broker failure: the job row stays unpublished, nothing is lost
+        logger.warning("could not publish job %s; the reaper will retry", job_id, exc_info=True)
+        return False
+    return True

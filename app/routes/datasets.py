@@ -1,0 +1,75 @@
+"""/v1/datasets: upload a JSONL body, or register a server-side file by its file:// URI."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app.auth import SessionDep, TenantDep
+from app.config import get_settings
+from app.errors import InvalidInput, PayloadTooLarge
+from app.schemas import DatasetRead, DatasetRegister
+from app.services import datasets as service
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_DOC = {
+    "requestBody": {
+        "description": "Either a JSONL file as the raw body (application/x-ndjson), or "
+        '{"uri": "file:///...", "name": ...} (application/json) to register a server file.',
+        "content": {
+            "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": DatasetRegister.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=DatasetRead, openapi_extra=UPLOAD_DOC)
+async def create_dataset(
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    name: Annotated[str | None, Query(max_length=300)] = None,
+) -> DatasetRead:
+    settings = get_settings()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            body = DatasetRegister.model_validate_json(await request.body())
+        except ValueError as exc:
+            raise InvalidInput(f"body: {exc}") from exc
+        dataset = service.register_dataset(
+            session=session, settings=settings, tenant=tenant, uri=body.uri, name=body.name
+        )
+    else:
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"The upload exceeds the limit of {settings.max_upload_bytes} bytes."
+            )
+        dataset = await service.upload_dataset(
+            session=session,
+            settings=settings,
+            tenant=tenant,
+            name=name or "upload.jsonl",
+            content_type=content_type,
+            chunks=request.stream(),
+        )
+    session.commit()
+    return DatasetRead.model_validate(dataset)
+
+
+@router.get("", response_model=list[DatasetRead])
+def list_datasets(session: SessionDep, tenant: TenantDep) -> list[DatasetRead]:
+    return [
+        DatasetRead.model_validate(d) for d in service.list_datasets(session=session, tenant=tenant)
+    ]
+
+
+@router.get("/{dataset_id}", response_model=DatasetRead)
+def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> DatasetRead:
+    return DatasetRead.model_validate(
+        service.get_dataset(session=session, tenant=tenant, dataset_id=dataset_id)
+    )

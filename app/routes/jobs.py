@@ -1,0 +1,128 @@
+"""/v1/jobs: create, read, list, cancel, and download the results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from app.auth import SessionDep, TenantDep
+from app.config import get_settings
+from app.exporting import MEDIA_TYPES, ExportFormat, iter_export
+from app.models import JobEvent, utcnow
+from app.queue import publish_job
+from app.schemas import JobCreate, JobList, JobRead
+from app.services import jobs as service
+from app.services.results import load_selection, read_scores
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+FormatQuery = Annotated[ExportFormat, Query(alias="format")]
+
+
+@router.post("", status_code=202, response_model=JobRead)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobRead:
+    job, created = service.create_job(
+        session=session,
+        settings=get_settings(),
+        tenant=tenant,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    session.commit()
+    if created and publish_job(job.id):  # after commit: a worker always finds the row
+        job.published_at = utcnow()
+        session.commit()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return service.to_read(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+) -> JobList:
+    jobs, next_cursor = service.list_jobs(
+        session=session, tenant=tenant, limit=limit, cursor=cursor, status=status
+    )
+    return JobList(items=[service.to_read(j) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    return service.to_read(service.get_job(session=session, tenant=tenant, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    job = service.request_cancel(session=session, tenant=tenant, job_id=job_id)
+    session.commit()
+    return service.to_read(job)
+
+
+@router.get("/{job_id}/events")
+def job_events(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dict[str, object]]:
+    job = service.get_job(session=session, tenant=tenant, job_id=job_id)
+    events = session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)
+    ).all()
+    return [
+        {"at": e.at.isoformat(), "kind": e.kind, "attempt": e.attempt, "message": e.message}
+        for e in events
+    ]
+
+
+def _download(
+    columns: dict[str, np.ndarray | list[object]], fmt: ExportFormat, name: str
+) -> StreamingResponse:
+    return StreamingResponse(
+        iter_export(columns, fmt),
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+    )
+
+
+@router.get("/{job_id}/selection")
+def download_selection(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    fmt: FormatQuery = "jsonl",
+    selection_id: Annotated[str | None, Query(max_length=60)] = None,
+) -> StreamingResponse:
+    """One row per selected pool row: index, score, source (`score` or `random`)."""
+    job = service.get_job(session=session, tenant=tenant, job_id=job_id)
+    chosen = load_selection(session=session, job=job, selection_id=selection_id)
+    sources = np.where(chosen.from_random, "random", "score")
+    return _download(
+        {"index": chosen.indices, "score": chosen.scores, "source": sources},
+        fmt,
+        f"{job.id}-selection",
+    )
+
+
+@router.get("/{job_id}/scores")
+def download_scores(
+    job_id: str, session: SessionDep, tenant: TenantDep, fmt: FormatQuery = "jsonl"
+) -> StreamingResponse:
+    """Every pool row's score (null for the base subset, which is not scored) and its length."""
+    job = service.get_job(session=session, tenant=tenant, job_id=job_id)
+    load_selection(session=session, job=job, selection_id=None)  # checks the job succeeded
+    scores, lengths = read_scores(session=session, job_id=job.id)
+    return _download(
+        {"index": np.arange(len(scores)), "score": scores, "length": lengths},
+        fmt,
+        f"{job.id}-scores",
+    )

@@ -1,0 +1,102 @@
+"""Scores and selections: stored as little-endian arrays in chunks, read back as numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, NotFound
+from app.models import Job, JobStatus, ScoreChunk, Selection
+
+CHUNK_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class StoredSelection:
+    id: str
+    indices: np.ndarray  # (n,) int64
+    scores: np.ndarray  # (n,) float32
+    from_random: np.ndarray  # (n,) bool
+
+
+def write_scores(*, session: Session, job_id: str, scores: np.ndarray, lengths: np.ndarray) -> None:
+    """Replace the job's scores with `scores` (float32, NaN = not scored) in chunks."""
+    session.execute(delete(ScoreChunk).where(ScoreChunk.job_id == job_id))
+    scores = np.ascontiguousarray(scores, dtype="<f4")
+    lengths = np.ascontiguousarray(lengths, dtype="<i4")
+    session.add_all(
+        ScoreChunk(
+            job_id=job_id,
+            chunk=i,
+            start_row=start,
+            count=int(min(CHUNK_ROWS, len(scores) - start)),
+            scores=scores[start : start + CHUNK_ROWS].tobytes(),
+            lengths=lengths[start : start + CHUNK_ROWS].tobytes(),
+        )
+        for i, start in enumerate(range(0, len(scores), CHUNK_ROWS))
+    )
+
+
+def read_scores(*, session: Session, job_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float32, lengths int32) in pool order."""
+    chunks = session.scalars(
+        select(ScoreChunk).where(ScoreChunk.job_id == job_id).order_by(ScoreChunk.chunk)
+    ).all()
+    if not chunks:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32)
+    scores = np.concatenate([np.frombuffer(c.scores, dtype="<f4") for c in chunks])
+    lengths = np.concatenate([np.frombuffer(c.lengths, dtype="<i4") for c in chunks])
+    return scores.astype(np.float32), lengths.astype(np.int32)
+
+
+def add_selection(
+    *,
+    session: Session,
+    job_id: str,
+    indices: np.ndarray,
+    scores: np.ndarray,
+    from_random: np.ndarray,
+    budget: float,
+    strategy: str,
+    num_bins: int,
+    seed: int,
+    is_default: bool,
+) -> Selection:
+    row = Selection(
+        job_id=job_id,
+        budget=budget,
+        strategy=strategy,
+        num_bins=num_bins,
+        seed=seed,
+        size=len(indices),
+        indices=np.asarray(indices, dtype="<i8").tobytes(),
+        scores=np.asarray(scores, dtype="<f4").tobytes(),
+        from_random=np.asarray(from_random, dtype=np.uint8).tobytes(),
+        is_default=is_default,
+    )
+    session.add(row)
+    return row
+
+
+def load_selection(*, session: Session, job: Job, selection_id: str | None) -> StoredSelection:
+    """The job's default selection, or the one named; only for a succeeded job."""
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"Job '{job.id}' is {job.status}; results exist once it has succeeded.")
+    query = select(Selection).where(Selection.job_id == job.id)
+    query = (
+        query.where(Selection.id == selection_id)
+        if selection_id
+        else query.where(Selection.is_default.is_(True))
+    )
+    row = session.scalar(query)
+    if row is None:
+        raise NotFound(f"Selection '{selection_id}' does not exist for job '{job.id}'.")
+    return StoredSelection(
+        id=row.id,
+        indices=np.frombuffer(row.indices, dtype="<i8").astype(np.int64),
+        scores=np.frombuffer(row.scores, dtype="<f4").astype(np.float32),
+        from_random=np.frombuffer(row.from_random, dtype=np.uint8).astype(bool),
+    )

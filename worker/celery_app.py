@@ -1,0 +1,33 @@
+"""The Celery application of the workers: `celery -A worker.celery_app worker`."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready
+
+from app.config import get_settings
+from app.queue import celery_config
+
+celery = Celery("tov-worker", include=["worker.tasks"])
+celery.conf.update(celery_config(get_settings()))
+celery.conf.update(worker_hijack_root_logger=False)
+
+
+@worker_process_init.connect
+def _configure_child(**_: object) -> None:
+    # The child process owns the GPU and its own database connections (nothing inherited by fork).
+    from app.db import get_engine
+
+    get_engine().dispose(close=False)
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+@worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    from worker.reaper import start_reaper_thread
+
+    start_reaper_thread()

@@ -1,0 +1,197 @@
+"""One attempt at one job: claim, resolve, run the engine with progress, publish atomically."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import get_sessionmaker
+from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
+from app.services.results import add_selection, write_scores
+from tov_engine import Cancelled, EngineError, ProgressEvent, SelectionOutcome, run_selection
+from worker.engine_bridge import job_config, resolve_model, selection_config
+from worker.lease import Heartbeat, claim_job, owned
+
+logger = logging.getLogger(__name__)
+
+RESOLVE_SHARE = 0.02  # the overall fraction reported once the inputs are checked
+PROGRESS_INTERVAL = 1.0  # seconds between progress writes
+
+
+class LeaseLost(Exception):
+    """Another attempt owns the job now; this one must stop without writing."""
+
+
+class JobRunner:
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.settings = get_settings()
+        self.sessions = get_sessionmaker()
+        self.worker_name = f"{socket.gethostname()}:{id(self):x}"
+        self.attempt = 0
+        self._last_progress = 0.0
+
+    def run(self) -> None:
+        with self.sessions() as session:
+            attempt = claim_job(
+                session,
+                job_id=self.job_id,
+                worker=self.worker_name,
+                lease_seconds=self.settings.lease_seconds,
+                max_attempts=self.settings.max_attempts,
+            )
+        if attempt is None:
+            logger.info("job %s: not claimable (duplicate delivery or finished)", self.job_id)
+            return
+        self.attempt = attempt
+        heartbeat = Heartbeat(
+            self.sessions,
+            job_id=self.job_id,
+            attempt=attempt,
+            lease_seconds=self.settings.lease_seconds,
+            period=self.settings.heartbeat_seconds,
+        )
+        heartbeat.start()
+        try:
+            self._run_owned(heartbeat)
+        except LeaseLost:
+            logger.warning("job %s attempt %d stopped: lease lost", self.job_id, attempt)
+        except Cancelled:
+            if heartbeat.lost.is_set():
+                logger.warning("job %s attempt %d stopped: lease lost", self.job_id, attempt)
+            else:
+                self._finish(JobStatus.CANCELLED, code="cancelled", detail="cancelled on request")
+        except EngineError as exc:
+            logger.info("job %s failed: %s", self.job_id, exc)
+            self._finish(JobStatus.FAILED, code=type(exc).__name__, detail=str(exc))
+        except Exception as exc:
+            logger.exception("job %s attempt %d crashed", self.job_id, attempt)
+            self._finish(
+                JobStatus.FAILED,
+                code="internal_error",
+                detail=f"internal error ({type(exc).__name__})",
+            )
+        finally:
+            heartbeat.stop()
+
+    def _run_owned(self, heartbeat: Heartbeat) -> None:
+        with self.sessions() as session:
+            job = session.get(Job, self.job_id)
+            assert job is not None
+            pool = session.get(Dataset, job.pool_dataset_id)
+            validation = session.get(Dataset, job.validation_dataset_id)
+            assert pool is not None and validation is not None
+            config = job_config(job)
+            model = resolve_model(job.model, self.settings.model_roots)
+        self._progress(JobStage.RESOLVE, RESOLVE_SHARE, 0, message="inputs checked", force=True)
+        started = time.monotonic()
+        outcome = run_selection(
+            pool_path=Path(pool.uri),
+            validation_path=Path(validation.uri),
+            model=model,
+            config=config,
+            progress=self._on_engine_progress,
+            should_cancel=heartbeat.should_stop,
+            checkpoint_dir=self.settings.artifact_root / "jobs" / self.job_id / "checkpoint",
+        )
+        stats = {**outcome.stats, "engine_seconds": round(time.monotonic() - started, 3)}
+        self._publish(outcome, stats)
+
+    def _on_engine_progress(self, event: ProgressEvent) -> None:
+        stage = {"train": JobStage.TRAIN, "score": JobStage.SCORE}.get(event.stage, JobStage.SELECT)
+        fraction = RESOLVE_SHARE + (1 - RESOLVE_SHARE) * event.fraction * 0.99
+        rows_done = event.done if event.stage == "score" else None
+        self._progress(stage, fraction, rows_done, message=event.message)
+
+    def _progress(
+        self,
+        stage: str,
+        fraction: float,
+        rows_done: int | None,
+        *,
+        message: str = "",
+        force: bool = False,
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        values: dict[str, Any] = {"stage": stage, "progress": fraction, "message": message[:500]}
+        if rows_done is not None:
+            values["rows_done"] = rows_done
+        with self.sessions() as session:
+            updated = session.execute(
+                update(Job).where(owned(self.job_id, self.attempt)).values(**values)
+            ).rowcount
+            session.commit()
+        if updated == 0:
+            raise LeaseLost()
+
+    def _publish(self, outcome: SelectionOutcome, stats: dict[str, Any]) -> None:
+        """Scores, selection and status in one transaction that first re-checks ownership."""
+        with self.sessions() as session:
+            job = self._lock_owned(session)
+            write_scores(
+                session=session, job_id=job.id, scores=outcome.scores, lengths=outcome.lengths
+            )
+            session.execute(delete(Selection).where(Selection.job_id == job.id))
+            chosen = outcome.selection
+            cfg = selection_config(job.params)
+            add_selection(
+                session=session,
+                job_id=job.id,
+                indices=chosen.indices,
+                scores=chosen.scores,
+                from_random=np.array([s == "random" for s in chosen.sources]),
+                budget=float(cfg.budget),
+                strategy=cfg.strategy,
+                num_bins=cfg.num_bins,
+                seed=job.seed,
+                is_default=True,
+            )
+            scored = int(np.isfinite(outcome.scores).sum())
+            job.status, job.stage, job.progress = JobStatus.SUCCEEDED, JobStage.SELECT, 1.0
+            job.rows_done, job.finished_at, job.stats = scored, utcnow(), stats
+            job.message = f"selected {len(chosen.indices)} of {len(outcome.scores)} rows"
+            session.add(
+                JobEvent(job_id=job.id, kind="succeeded", attempt=self.attempt, message=job.message)
+            )
+            session.commit()
+
+    def _lock_owned(self, session: Session) -> Job:
+        job = session.scalar(select(Job).where(owned(self.job_id, self.attempt)).with_for_update())
+        if job is None:
+            raise LeaseLost()
+        return job
+
+    def _finish(self, status: JobStatus, *, code: str, detail: str) -> None:
+        with self.sessions() as session:
+            updated = session.execute(
+                update(Job)
+                .where(owned(self.job_id, self.attempt))
+                .values(
+                    status=status,
+                    error_code=None if status == JobStatus.CANCELLED else code,
+                    error=None if status == JobStatus.CANCELLED else detail[:4000],
+                    message=detail[:500],
+                    finished_at=utcnow(),
+                )
+            ).rowcount
+            if updated:
+                session.add(
+                    JobEvent(
+                        job_id=self.job_id,
+                        kind=str(status),
+                        attempt=self.attempt,
+                        message=detail[:4000],
+                    )
+                )
+            session.commit()

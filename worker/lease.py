@@ -1,0 +1,112 @@
+"""Claiming a job and holding it: a conditional UPDATE, then a lease renewed by a heartbeat."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Job, JobEvent, JobStatus, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def claim_job(
+    session: Session, *, job_id: str, worker: str, lease_seconds: float, max_attempts: int
+) -> int | None:
+    """Take the job if it is queued, or running with an expired lease. Returns our attempt.
+
+    Zero rows updated means another attempt owns the job (a duplicated delivery): the caller stops.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            Job.attempt < max_attempts,  # past the cap the reaper fails the job
+            or_(
+                Job.status == JobStatus.QUEUED,
+                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=JobStatus.RUNNING,
+            attempt=Job.attempt + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            worker=worker,
+            started_at=now,
+            error=None,
+            error_code=None,
+        )
+        .returning(Job.attempt)
+    )
+    attempt = result.scalar_one_or_none()
+    if attempt is not None:
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                kind="claimed",
+                attempt=attempt,
+                message=f"attempt {attempt} on {worker}",
+            )
+        )
+    session.commit()
+    return attempt
+
+
+def owned(job_id: str, attempt: int) -> Any:
+    """The WHERE clause that every write of an attempt carries."""
+    return and_(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease every `period` seconds; notices a lost lease or a cancel request."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        job_id: str,
+        attempt: int,
+        lease_seconds: float,
+        period: float,
+    ) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.sessions, self.job_id, self.attempt = sessions, job_id, attempt
+        self.lease_seconds, self.period = lease_seconds, period
+        self.lost = threading.Event()
+        self.cancel = threading.Event()
+        self._stop_event = threading.Event()
+
+    def beat(self) -> None:
+        with self.sessions() as session:
+            row = session.execute(
+                update(Job)
+                .where(owned(self.job_id, self.attempt))
+                .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_seconds))
+                .returning(Job.cancel_requested)
+            ).first()
+            session.commit()
+        if row is None:
+            logger.warning("job %s attempt %d lost its lease", self.job_id, self.attempt)
+            self.lost.set()
+        elif row[0]:
+            self.cancel.set()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.period):
+            try:
+                self.beat()
+            except Exception:  # the database may be briefly down; the lease has slack
+                logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def should_stop(self) -> bool:
+        return self.lost.is_set() or self.cancel.is_set()
