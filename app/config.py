@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     reaper_seconds: float = 10.0  # how often each worker looks for lost or unpublished jobs
     republish_seconds: float = 600.0  # a queued job not started by then is sent again
 
+    # The function a worker calls to run a job. Fault tests swap in a fast stand-in; never in use.
+    engine_entrypoint: str = "tov_engine:run_selection"
+
     port: int = 8000
     log_level: str = "INFO"
 

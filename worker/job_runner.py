@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import delete, select, update
@@ -16,7 +18,7 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
 from app.services.results import add_selection, write_scores
-from tov_engine import Cancelled, EngineError, ProgressEvent, SelectionOutcome, run_selection
+from tov_engine import Cancelled, EngineError, ProgressEvent, SelectionOutcome
 from worker.engine_bridge import job_config, resolve_model, selection_config
 from worker.lease import Heartbeat, claim_job, owned
 
@@ -24,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 RESOLVE_SHARE = 0.02  # the overall fraction reported once the inputs are checked
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes
+
+
+def load_entrypoint(spec: str) -> Callable[..., SelectionOutcome]:
+    """`module:function`, e.g. tov_engine:run_selection."""
+    module, _, name = spec.partition(":")
+    return cast(Callable[..., SelectionOutcome], getattr(importlib.import_module(module), name))
 
 
 class LeaseLost(Exception):
@@ -93,7 +101,7 @@ class JobRunner:
             model = resolve_model(job.model, self.settings.model_roots)
         self._progress(JobStage.RESOLVE, RESOLVE_SHARE, 0, message="inputs checked", force=True)
         started = time.monotonic()
-        outcome = run_selection(
+        outcome = load_entrypoint(self.settings.engine_entrypoint)(
             pool_path=Path(pool.uri),
             validation_path=Path(validation.uri),
             model=model,
