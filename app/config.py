@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     engine_entrypoint: str = "tov_engine:run_selection"
 
     port: int = 8000
+
+    @property
+    def select_queue(self) -> str:
+        """Re-selections from stored scores: cheap CPU work, kept off the GPU queue."""
+        return f"{self.task_queue}.select"
+
     log_level: str = "INFO"
 
 

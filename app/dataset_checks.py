@@ -195,14 +195,19 @@ def check_jsonl(path: Path, *, name: str, max_rows: int, max_line_bytes: int) ->
     """Validate a JSONL dataset; raises DatasetInvalid listing the problems."""
     checker = RowChecker(name, max_rows)
     digest = hashlib.sha256()
+    blank_at = 0  # blank lines are allowed only at the end: a row's index is its line's index
     for number, raw in iter_jsonl(path, max_line_bytes):
         digest.update(raw)
+        if raw.strip() and blank_at:
+            checker.error(blank_at, "", "empty line inside the file")
+            blank_at = 0
         if raw == b"":
             checker.rows += 1
             checker.error(number, "", f"line longer than {max_line_bytes} bytes")
             continue
         if not raw.strip():
-            continue  # blank lines carry no row
+            blank_at = blank_at or number
+            continue
         try:
             row = parse_json_line(raw)
         except UnicodeDecodeError as exc:

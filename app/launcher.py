@@ -36,8 +36,9 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_command(concurrency: int) -> list[str]:
-    # One GPU = one worker process; a fresh child per task frees GPU memory between jobs.
+def worker_command(concurrency: int, queues: list[str] | None = None) -> list[str]:
+    """A GPU worker: one process per GPU, a fresh child per job (frees GPU memory)."""
+    settings = get_settings()
     return [
         sys.executable,
         "-m",
@@ -54,7 +55,31 @@ def worker_command(concurrency: int) -> list[str]:
         "--max-tasks-per-child",
         "1",
         "-Q",
-        get_settings().task_queue,
+        ",".join(queues or [settings.task_queue]),
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def selector_command() -> list[str]:
+    """A CPU worker for re-selections from stored scores, kept off the GPU queue."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "1",
+        "--pool",
+        "solo",
+        "-Q",
+        get_settings().select_queue,
+        "-n",
+        "selector@%h",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -88,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     processes = [subprocess.Popen(api_command(args.host, args.port), env=env)]
     processes += [subprocess.Popen(worker_command(1), env=env) for _ in range(args.workers)]
+    if args.workers:
+        processes.append(subprocess.Popen(selector_command(), env=env))
     logger.info(
         "API on http://%s:%d (docs at /docs); %d worker(s); database %s",
         args.host,

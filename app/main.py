@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 
 from app.config import get_settings
 from app.errors import install_error_handlers
+from app.observability import configure_logging, install_metrics
 from app.routes import datasets, health, jobs
 
 
 def create_app() -> FastAPI:
-    logging.basicConfig(
-        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(get_settings().log_level)
     application = FastAPI(
         title="ToV Select",
         version="0.1.0",
         description="Data selection as a service: Train on Validation (arXiv 2510.00386).",
     )
     install_error_handlers(application)
+    install_metrics(application)
     application.include_router(health.router)
     application.include_router(datasets.router)
     application.include_router(jobs.router)

@@ -161,6 +161,7 @@ class ScoreChunk(Base):
     count: Mapped[int] = mapped_column(Integer)
     scores: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32, NaN = base subset
     lengths: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int32
+    flags: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)  # uint8; 1 = in U
 
 
 class Selection(Base):
@@ -177,4 +178,6 @@ class Selection(Base):
     scores: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32
     from_random: Mapped[bytes] = mapped_column(LargeBinary)  # uint8: 1 = random half
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

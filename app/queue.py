@@ -12,6 +12,7 @@ from app.config import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "tov.run_job"
+RESELECT_TASK = "tov.reselect"
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -48,11 +49,36 @@ def producer() -> Celery:
     return app
 
 
-def publish_job(job_id: str) -> bool:
-    """Send the job to the workers. False when the broker is unreachable (the reaper retries)."""
+def _send(task: str, object_id: str, queue: str) -> bool:
     try:
-        producer().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().task_queue)
-    except Exception:  # any broker failure: the job row stays unpublished, nothing is lost
-        logger.warning("could not publish job %s; the reaper will retry", job_id, exc_info=True)
+        producer().send_task(task, args=[object_id], queue=queue)
+    except Exception:  # any broker failure: the row stays unpublished, nothing is lost
+        logger.warning(
+            "could not publish %s %s; the reaper will retry", task, object_id, exc_info=True
+        )
         return False
     return True
+
+
+def publish_job(job_id: str) -> bool:
+    """Send the job to the workers. False when the broker is unreachable (the reaper retries)."""
+    return _send(RUN_JOB_TASK, job_id, get_settings().task_queue)
+
+
+def publish_reselect(selection_id: str) -> bool:
+    """Ask a worker to compute a pending selection from stored scores (no GPU)."""
+    return _send(RESELECT_TASK, selection_id, get_settings().select_queue)
+
+
+def queue_depth() -> int | None:
+    """Messages waiting on the job queue (Redis only; None where the transport cannot tell)."""
+    settings = get_settings()
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.broker_url, socket_timeout=1)
+        return int(client.llen(settings.task_queue))
+    except Exception:
+        return None

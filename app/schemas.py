@@ -123,3 +123,23 @@ class JobRead(BaseModel):
 class JobList(BaseModel):
     items: list[JobRead]
     next_cursor: str | None
+
+
+class SelectionCreate(SelectionParams):
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="default: the job's")
+
+
+class SelectionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    job_id: str
+    status: str  # pending | ready | failed
+    budget: float
+    strategy: str
+    num_bins: int
+    seed: int
+    size: int
+    is_default: bool
+    error: str | None
+    created_at: datetime

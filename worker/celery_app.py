@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
 from app.config import get_settings
+from app.observability import configure_logging
 from app.queue import celery_config
 
 celery = Celery("tov-worker", include=["worker.tasks"])
@@ -21,9 +20,7 @@ def _configure_child(**_: object) -> None:
     from app.db import get_engine
 
     get_engine().dispose(close=False)
-    logging.basicConfig(
-        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(get_settings().log_level)
 
 
 @worker_ready.connect

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
+from app.observability import current_job_id
 from app.services.results import add_selection, write_scores
 from tov_engine import Cancelled, EngineError, ProgressEvent, SelectionOutcome
 from worker.engine_bridge import job_config, resolve_model, selection_config
@@ -48,6 +49,13 @@ class JobRunner:
         self._last_progress = 0.0
 
     def run(self) -> None:
+        token = current_job_id.set(self.job_id)  # every log line of this attempt names the job
+        try:
+            self._run()
+        finally:
+            current_job_id.reset(token)
+
+    def _run(self) -> None:
         with self.sessions() as session:
             attempt = claim_job(
                 session,
@@ -148,7 +156,11 @@ class JobRunner:
         with self.sessions() as session:
             job = self._lock_owned(session)
             write_scores(
-                session=session, job_id=job.id, scores=outcome.scores, lengths=outcome.lengths
+                session=session,
+                job_id=job.id,
+                scores=outcome.scores,
+                lengths=outcome.lengths,
+                base_indices=outcome.base_indices,
             )
             session.execute(delete(Selection).where(Selection.job_id == job.id))
             chosen = outcome.selection

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
-from app.models import Job, JobEvent, JobStatus, utcnow
-from app.queue import publish_job
+from app.models import Job, JobEvent, JobStatus, Selection, utcnow
+from app.queue import publish_job, publish_reselect
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,22 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
     for job in jobs:
         if job.status != JobStatus.FAILED and not publish_job(job.id):
             logger.warning("reaper could not re-send job %s", job.id)
+    counts["selections"] = _resend_pending_selections(session, now)
     if any(counts.values()):
         logger.info("reaper: %s", counts)
     return counts
+
+
+def _resend_pending_selections(session: Session, now: datetime) -> int:
+    """Re-selections whose message was lost: pending for a minute means lost (they take ms)."""
+    ids = session.scalars(
+        select(Selection.id)
+        .where(Selection.status == "pending", Selection.created_at < now - timedelta(seconds=60))
+        .limit(100)
+    ).all()
+    for selection_id in ids:
+        publish_reselect(selection_id)
+    return len(ids)
 
 
 def _loop(stop: threading.Event) -> None:

@@ -6,6 +6,7 @@ import logging
 
 from worker.celery_app import celery
 from worker.job_runner import JobRunner
+from worker.reselect import compute_selection
 
 logger = logging.getLogger(__name__)
 
@@ -14,3 +15,9 @@ logger = logging.getLogger(__name__)
 def run_job(job_id: str) -> None:
     """Run one selection job to its end; duplicate deliveries exit at the claim."""
     JobRunner(job_id).run()
+
+
+@celery.task(name="tov.reselect", acks_late=True, ignore_result=True)
+def reselect(selection_id: str) -> None:
+    """A new selection from stored scores; cheap, so it runs on the select queue."""
+    compute_selection(selection_id)

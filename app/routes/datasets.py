@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from app.auth import SessionDep, TenantDep
 from app.config import get_settings
@@ -73,3 +73,10 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Data
     return DatasetRead.model_validate(
         service.get_dataset(session=session, tenant=tenant, dataset_id=dataset_id)
     )
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    service.delete_dataset(session=session, tenant=tenant, dataset_id=dataset_id)
+    session.commit()
+    return Response(status_code=204)

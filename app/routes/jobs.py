@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -11,11 +13,13 @@ from sqlalchemy import select
 
 from app.auth import SessionDep, TenantDep
 from app.config import get_settings
-from app.exporting import MEDIA_TYPES, ExportFormat, iter_export
-from app.models import JobEvent, utcnow
-from app.queue import publish_job
-from app.schemas import JobCreate, JobList, JobRead
+from app.errors import Conflict, InvalidInput
+from app.exporting import MEDIA_TYPES, ExportFormat, iter_export, iter_subset
+from app.models import Dataset, JobEvent, JobStatus, utcnow
+from app.queue import publish_job, publish_reselect
+from app.schemas import JobCreate, JobList, JobRead, SelectionCreate, SelectionRead
 from app.services import jobs as service
+from app.services import selections
 from app.services.results import load_selection, read_scores
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -52,10 +56,24 @@ def list_jobs(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    status: Annotated[str | None, Query(max_length=20)] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
+    metadata: Annotated[
+        list[str] | None, Query(max_length=20, description="key:value, exact match; repeatable")
+    ] = None,
 ) -> JobList:
+    pairs = [item.partition(":") for item in metadata or []]
+    if any(not sep or not key for key, sep, _ in pairs):
+        raise InvalidInput("metadata: each filter must look like key:value.")
+    filters = service.JobFilters(
+        status=status,
+        created_after=created_after,
+        created_before=created_before,
+        metadata={key: value for key, _, value in pairs},
+    )
     jobs, next_cursor = service.list_jobs(
-        session=session, tenant=tenant, limit=limit, cursor=cursor, status=status
+        session=session, tenant=tenant, limit=limit, cursor=cursor, filters=filters
     )
     return JobList(items=[service.to_read(j) for j in jobs], next_cursor=next_cursor)
 
@@ -70,6 +88,13 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
     job = service.request_cancel(session=session, tenant=tenant, job_id=job_id)
     session.commit()
     return service.to_read(job)
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    service.delete_job(session=session, settings=get_settings(), tenant=tenant, job_id=job_id)
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/events")
@@ -126,3 +151,51 @@ def download_scores(
         fmt,
         f"{job.id}-scores",
     )
+
+
+@router.get("/{job_id}/subset")
+def download_subset(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    fmt: FormatQuery = "jsonl",
+    selection_id: Annotated[str | None, Query(max_length=60)] = None,
+) -> StreamingResponse:
+    """The selected pool rows themselves, in the pool's own row format, in pool order."""
+    job = service.get_job(session=session, tenant=tenant, job_id=job_id)
+    chosen = load_selection(session=session, job=job, selection_id=selection_id)
+    pool = session.get(Dataset, job.pool_dataset_id)
+    if pool is None or not Path(pool.uri).is_file():
+        raise Conflict(f"The pool of job '{job.id}' is no longer available.")
+    return StreamingResponse(
+        iter_subset(Path(pool.uri), chosen.indices, fmt),
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-subset.{fmt}"'},
+    )
+
+
+@router.post("/{job_id}/selections", status_code=202, response_model=SelectionRead)
+def create_selection(
+    job_id: str, body: SelectionCreate, session: SessionDep, tenant: TenantDep
+) -> SelectionRead:
+    """A new selection from the stored scores (another budget, strategy or binning); no GPU."""
+    row = selections.request_selection(session=session, tenant=tenant, job_id=job_id, body=body)
+    session.commit()
+    publish_reselect(row.id)
+    return SelectionRead.model_validate(row)
+
+
+@router.get("/{job_id}/selections", response_model=list[SelectionRead])
+def list_selections(job_id: str, session: SessionDep, tenant: TenantDep) -> list[SelectionRead]:
+    rows = selections.list_selections(session=session, tenant=tenant, job_id=job_id)
+    return [SelectionRead.model_validate(r) for r in rows]
+
+
+@router.get("/{job_id}/selections/{selection_id}", response_model=SelectionRead)
+def get_selection(
+    job_id: str, selection_id: str, session: SessionDep, tenant: TenantDep
+) -> SelectionRead:
+    row = selections.get_selection(
+        session=session, tenant=tenant, job_id=job_id, selection_id=selection_id
+    )
+    return SelectionRead.model_validate(row)

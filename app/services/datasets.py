@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.dataset_checks import DatasetInvalid, DatasetSummary, check_jsonl
-from app.errors import InvalidInput, NotFound, UnsupportedMediaType
-from app.models import Dataset, Tenant, new_id
+from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.models import Dataset, Job, Tenant, new_id
 from app.storage import dataset_path, move_into_place, receive_to_temp, resolve_under_roots
 
 FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -129,3 +129,19 @@ def resolve_reference(
     raise InvalidInput(
         f"{field_name}: '{ref}' is neither a dataset id (ds_...) nor a file:// path."
     )
+
+
+def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None:
+    """Delete a dataset no job refers to; an uploaded file is removed from the store."""
+    dataset = get_dataset(session=session, tenant=tenant, dataset_id=dataset_id)
+    used = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(or_(Job.pool_dataset_id == dataset.id, Job.validation_dataset_id == dataset.id))
+    )
+    if used:
+        raise Conflict(f"Dataset '{dataset_id}' is used by {used} job(s); delete them first.")
+    session.delete(dataset)
+    session.flush()
+    if dataset.uploaded:
+        Path(dataset.uri).unlink(missing_ok=True)

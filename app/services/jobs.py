@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -94,6 +97,14 @@ def get_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
     return job
 
 
+@dataclass(frozen=True)
+class JobFilters:
+    status: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # string values, exact match
+
+
 def _cursor_encode(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
@@ -108,12 +119,23 @@ def _cursor_decode(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(
-    *, session: Session, tenant: Tenant, limit: int, cursor: str | None, status: str | None
+    *,
+    session: Session,
+    tenant: Tenant,
+    limit: int,
+    cursor: str | None,
+    filters: JobFilters,
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on (created_at, id)."""
     query = select(Job).where(Job.tenant_id == tenant.id)
-    if status:
-        query = query.where(Job.status == status)
+    if filters.status:
+        query = query.where(Job.status == filters.status)
+    if filters.created_after:
+        query = query.where(Job.created_at >= filters.created_after)
+    if filters.created_before:
+        query = query.where(Job.created_at < filters.created_before)
+    for key, value in filters.metadata.items():
+        query = query.where(Job.job_metadata[key].as_string() == value)
     if cursor:
         created, job_id = _cursor_decode(cursor)
         query = query.where(
@@ -187,3 +209,12 @@ def to_read(job: Job) -> JobRead:
         finished_at=job.finished_at,
         links={"self": base, "selection": f"{base}/selection", "scores": f"{base}/scores"},
     )
+
+
+def delete_job(*, session: Session, settings: Settings, tenant: Tenant, job_id: str) -> None:
+    """Remove the job, its scores, selections, events and files. A running attempt then stops:
+    its next conditional write finds no row."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    session.execute(delete(Job).where(Job.id == job.id))
+    session.flush()
+    shutil.rmtree(Path(settings.artifact_root) / "jobs" / job.id, ignore_errors=True)

@@ -22,11 +22,20 @@ class StoredSelection:
     from_random: np.ndarray  # (n,) bool
 
 
-def write_scores(*, session: Session, job_id: str, scores: np.ndarray, lengths: np.ndarray) -> None:
-    """Replace the job's scores with `scores` (float32, NaN = not scored) in chunks."""
+def write_scores(
+    *,
+    session: Session,
+    job_id: str,
+    scores: np.ndarray,
+    lengths: np.ndarray,
+    base_indices: np.ndarray,
+) -> None:
+    """Replace the job's scores (float32, NaN = not scored) and base-subset flags, in chunks."""
     session.execute(delete(ScoreChunk).where(ScoreChunk.job_id == job_id))
     scores = np.ascontiguousarray(scores, dtype="<f4")
     lengths = np.ascontiguousarray(lengths, dtype="<i4")
+    flags = np.zeros(len(scores), dtype=np.uint8)
+    flags[np.asarray(base_indices, dtype=np.int64)] = 1
     session.add_all(
         ScoreChunk(
             job_id=job_id,
@@ -35,9 +44,21 @@ def write_scores(*, session: Session, job_id: str, scores: np.ndarray, lengths: 
             count=int(min(CHUNK_ROWS, len(scores) - start)),
             scores=scores[start : start + CHUNK_ROWS].tobytes(),
             lengths=lengths[start : start + CHUNK_ROWS].tobytes(),
+            flags=flags[start : start + CHUNK_ROWS].tobytes(),
         )
         for i, start in enumerate(range(0, len(scores), CHUNK_ROWS))
     )
+
+
+def read_base_indices(*, session: Session, job_id: str) -> np.ndarray:
+    """Pool indices of the base subset U (int64, sorted)."""
+    chunks = session.scalars(
+        select(ScoreChunk.flags).where(ScoreChunk.job_id == job_id).order_by(ScoreChunk.chunk)
+    ).all()
+    flags = np.concatenate(
+        [np.frombuffer(c or b"", dtype=np.uint8) for c in chunks] or [np.zeros(0, dtype=np.uint8)]
+    )
+    return np.flatnonzero(flags == 1).astype(np.int64)
 
 
 def read_scores(*, session: Session, job_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +115,11 @@ def load_selection(*, session: Session, job: Job, selection_id: str | None) -> S
     row = session.scalar(query)
     if row is None:
         raise NotFound(f"Selection '{selection_id}' does not exist for job '{job.id}'.")
+    if row.status != "ready":
+        raise Conflict(
+            f"Selection '{row.id}' is {row.status}"
+            + (f": {row.error}" if row.error else "; retry shortly.")
+        )
     return StoredSelection(
         id=row.id,
         indices=np.frombuffer(row.indices, dtype="<i8").astype(np.int64),

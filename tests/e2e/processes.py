@@ -27,8 +27,14 @@ def free_port() -> int:
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
-    return subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=handle,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
@@ -66,10 +72,11 @@ def running_api(env: dict[str, str], logs: Path) -> Iterator[str]:
 
 
 @contextmanager
-def running_worker(env: dict[str, str], logs: Path, name: str = "worker") -> Iterator[
-        subprocess.Popen[bytes]]:
-    command = [*worker_command(1), "--hostname", f"{name}-{os.getpid()}@%h"]
-    command[command.index("-Q") + 1] = env["TOV_TASK_QUEUE"]
+def running_worker(
+    env: dict[str, str], logs: Path, name: str = "worker"
+) -> Iterator[subprocess.Popen[bytes]]:
+    queues = [env["TOV_TASK_QUEUE"], f"{env['TOV_TASK_QUEUE']}.select"]
+    command = [*worker_command(1, queues), "--hostname", f"{name}-{os.getpid()}@%h"]
     process = start(command, env, logs / f"{name}.log")
     try:
         yield process

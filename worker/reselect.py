@@ -1,0 +1,57 @@
+"""Fill in a pending selection from the job's stored scores (CPU only, seconds for 10M rows)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sqlalchemy import update
+
+from app.db import get_sessionmaker
+from app.models import Selection
+from app.services.results import read_base_indices, read_scores
+from tov_engine import EngineError, SelectionConfig, select
+
+logger = logging.getLogger(__name__)
+
+
+def compute_selection(selection_id: str) -> None:
+    """Idempotent: a selection that is no longer pending is left alone."""
+    with get_sessionmaker()() as session:
+        row = session.get(Selection, selection_id)
+        if row is None or row.status != "pending":
+            return
+        scores, lengths = read_scores(session=session, job_id=row.job_id)
+        budget = int(row.budget) if row.budget >= 1 else row.budget
+        try:
+            config = SelectionConfig(budget=budget, strategy=row.strategy, num_bins=row.num_bins)
+            chosen = select(
+                scores=scores,
+                lengths=lengths,
+                base_indices=read_base_indices(session=session, job_id=row.job_id),
+                config=config,
+                seed=row.seed,
+            )
+        except (EngineError, ValueError) as exc:
+            session.execute(
+                update(Selection)
+                .where(Selection.id == row.id, Selection.status == "pending")
+                .values(status="failed", error=str(exc)[:2000])
+            )
+            session.commit()
+            return
+        session.execute(
+            update(Selection)
+            .where(Selection.id == row.id, Selection.status == "pending")
+            .values(
+                status="ready",
+                size=len(chosen.indices),
+                indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
+                scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
+                from_random=np.array(
+                    [s == "random" for s in chosen.sources], dtype=np.uint8
+                ).tobytes(),
+            )
+        )
+        session.commit()
+        logger.info("selection %s of job %s: %d rows", row.id, row.job_id, len(chosen.indices))
