@@ -17,9 +17,11 @@ RESELECT_TASK = "tov.reselect"
 
 def celery_config(settings: Settings) -> dict[str, object]:
     """Broker settings shared by the producer (API, reaper) and the workers."""
-    transport: dict[str, object] = {"visibility_timeout": 24 * 3600}  # longer than any job
-    if settings.broker_url.startswith("sqla+"):
-        transport = {"polling_interval": 0.5}
+    # Redis: the visibility timeout must exceed the longest job, or a running job is delivered
+    # again (celery#5935); fast recovery comes from the database lease instead. The SQLAlchemy
+    # transport passes its options to create_engine, so it gets none.
+    redis = settings.broker_url.startswith(("redis://", "rediss://"))
+    transport: dict[str, object] = {"visibility_timeout": 24 * 3600} if redis else {}
     return {
         "broker_url": settings.broker_url,
         "task_serializer": "json",

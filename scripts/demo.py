@@ -84,7 +84,10 @@ def follow(client: httpx.Client, job_id: str) -> dict[str, object]:
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("job", total=1.0, stage="queued", eta="")
         while True:
-            job = client.get(f"/v1/jobs/{job_id}").json()
+            try:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+            except httpx.HTTPError as exc:
+                raise SystemExit(f"lost the service ({exc}); see {STATE / 'service.log'}") from exc
             progress = job["progress"]
             eta = f"ETA {progress['eta_seconds']:.0f}s" if progress["eta_seconds"] else ""
             bar.update(
@@ -95,15 +98,19 @@ def follow(client: httpx.Client, job_id: str) -> dict[str, object]:
             time.sleep(1)
 
 
+def source_group(row: dict[str, object]) -> str:
+    """The row's source; the many one-row MMLU subjects count as one group."""
+    source = str(row.get("source", "?"))
+    return "mmlu:*" if source.startswith("mmlu:") else source
+
+
 def summarise(
     selection: list[dict[str, object]], pool: list[dict[str, object]], target: str
 ) -> None:
-    pool_share = Counter(str(r.get("source", "?")) for r in pool)
-    chosen = Counter(str(pool[int(str(r["index"]))].get("source", "?")) for r in selection)
+    pool_share = Counter(source_group(r) for r in pool)
+    chosen = Counter(source_group(pool[int(str(r["index"]))]) for r in selection)
     scored = Counter(
-        str(pool[int(str(r["index"]))].get("source", "?"))
-        for r in selection
-        if r["source"] == "score"
+        source_group(pool[int(str(r["index"]))]) for r in selection if r["source"] == "score"
     )
     table = Table(title="Selection by pool source")
     for column in ("source", "pool rows", "pool %", "selected", "selected %", "score half"):

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -85,6 +86,17 @@ class JobRunner:
                 logger.warning("job %s attempt %d stopped: lease lost", self.job_id, attempt)
             else:
                 self._finish(JobStatus.CANCELLED, code="cancelled", detail="cancelled on request")
+        except (OperationalError, InterfaceError):
+            # The database went away (restart, failover, a dropped connection). Nothing can be
+            # recorded now: stop, let the lease lapse, and the reaper re-sends the job, which
+            # resumes from its checkpoints (attempts stay capped). Marking it failed here would
+            # turn a blip into a failed job whenever the database is back a moment later.
+            logger.warning(
+                "job %s attempt %d stopped: database unavailable; the reaper will retry",
+                self.job_id,
+                attempt,
+                exc_info=True,
+            )
         except EngineError as exc:
             logger.info("job %s failed: %s", self.job_id, exc)
             self._finish(JobStatus.FAILED, code=type(exc).__name__, detail=str(exc))
@@ -146,7 +158,7 @@ class JobRunner:
         with self.sessions() as session:
             updated = session.execute(
                 update(Job).where(owned(self.job_id, self.attempt)).values(**values)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
             session.commit()
         if updated == 0:
             raise LeaseLost()
@@ -204,7 +216,7 @@ class JobRunner:
                     message=detail[:500],
                     finished_at=utcnow(),
                 )
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
             if updated:
                 session.add(
                     JobEvent(

@@ -1,0 +1,146 @@
+"""Choosing the subset from scores: length bins, score+random or score-only, a budget.
+
+Pure numpy (no torch): re-selecting from stored scores runs on machines without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tov_engine.config import SelectionConfig
+from tov_engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen rows: the score part in descending score (then index), the random part after."""
+
+    indices: np.ndarray  # (n,) int64 pool indices
+    scores: np.ndarray  # (n,) float32, NaN for random picks without a score
+    sources: list[str]  # "score" | "random" per selected row
+
+
+def _by_score(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Candidates sorted by descending score, ties by lower index."""
+    return candidates[np.lexsort((candidates, -scores[candidates]))]
+
+
+def length_bins(candidates: np.ndarray, lengths: np.ndarray, num_bins: int) -> list[np.ndarray]:
+    """Split candidates into `num_bins` equal-count bins by length (ties by index).
+
+    Bin sizes differ by at most one; with fewer candidates than bins some bins are empty.
+    """
+    ordered = candidates[np.lexsort((candidates, lengths[candidates]))]
+    return list(np.array_split(ordered, num_bins))
+
+
+def binned_top(
+    candidates: np.ndarray, scores: np.ndarray, lengths: np.ndarray, k: int, num_bins: int
+) -> np.ndarray:
+    """The top `k` candidates with an equal quota per length bin.
+
+    Each bin gets k // num_bins; the k % num_bins remainders go, one each, to the bins whose next
+    candidates score highest; quota a short bin cannot fill goes to the highest remaining
+    candidates of any bin. Ties are broken by the lower index throughout.
+
+    Returns:
+        (k,) int64 indices in descending score order (ties by index).
+    """
+    k = min(k, len(candidates))
+    bins = [_by_score(b, scores) for b in length_bins(candidates, lengths, num_bins)]
+    quota = k // num_bins
+    taken = [min(quota, len(b)) for b in bins]
+    # Remainders: at most one extra per bin, to the bins with the best next candidate.
+    heads = [(i, b[taken[i]]) for i, b in enumerate(bins) if taken[i] < len(b)]
+    heads.sort(key=lambda h: (-scores[h[1]], h[1]))
+    for i, _ in heads[: k % num_bins]:
+        taken[i] += 1
+    chosen = [b[:t] for b, t in zip(bins, taken, strict=True)]
+    short = k - sum(taken)
+    if short > 0:  # under-full bins gave their quota away
+        rest = np.concatenate([b[t:] for b, t in zip(bins, taken, strict=True)])
+        chosen.append(_by_score(rest, scores)[:short])
+    picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    return _by_score(picked.astype(np.int64), scores)
+
+
+def _random(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(pool))
+    return np.sort(rng.choice(pool, size=k, replace=False)).astype(np.int64)
+
+
+def _check(scores: np.ndarray, lengths: np.ndarray, base: np.ndarray, n: int) -> None:
+    size = len(scores)
+    if lengths.shape != (size,):
+        raise ConfigError(f"lengths has shape {lengths.shape}, scores has {scores.shape}")
+    if len(base) and (base.min() < 0 or base.max() >= size or len(np.unique(base)) != len(base)):
+        raise ConfigError("base_indices must be distinct pool indices")
+    if n > size:
+        raise ConfigError(f"the budget of {n} rows exceeds the pool of {size} rows")
+
+
+def select(
+    *,
+    scores: np.ndarray,
+    lengths: np.ndarray,
+    base_indices: np.ndarray,
+    config: SelectionConfig,
+    seed: int,
+) -> Selection:
+    """Pick the subset for a budget from per-row scores.
+
+    Args:
+        scores: (N,) per pool row; NaN rows (the base subset U, rows without loss tokens) are never
+            picked by score. lengths: (N,) loss-bearing tokens per row, for the length bins.
+        base_indices: (|U|,) the base subset. config: budget, strategy, bins. seed: for the draws.
+    Returns:
+        The Selection. score+random: ceil(n/2) by binned score from R = X minus U, floor(n/2) at
+        random from U, and, when U or the scored rows run short, the rest at random from the
+        remaining rows of R, then of U. score-only: all n by binned score, same fallback.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    lengths = np.asarray(lengths)
+    base = np.asarray(base_indices, dtype=np.int64)
+    n = config.resolve_budget(len(scores))
+    _check(scores, lengths, base, n)
+    in_base = np.zeros(len(scores), dtype=bool)
+    in_base[base] = True
+    scored = np.flatnonzero(~in_base & ~np.isnan(scores))
+    half = n // 2 if config.strategy == "score+random" else 0
+    top = binned_top(scored, scores, lengths, n - half, config.num_bins)
+    rng = np.random.default_rng(seed)
+    from_u = _random(rng, np.sort(base), half)
+    taken = np.zeros(len(scores), dtype=bool)
+    taken[top] = taken[from_u] = True
+    rest_r = np.flatnonzero(~taken & ~in_base)
+    extra = _random(rng, rest_r, n - len(top) - len(from_u))
+    taken[extra] = True
+    rest_u = np.flatnonzero(~taken & in_base)
+    extra_u = _random(rng, rest_u, n - len(top) - len(from_u) - len(extra))
+    randoms = np.sort(np.concatenate([from_u, extra, extra_u]))
+    indices = np.concatenate([top, randoms]).astype(np.int64)
+    return Selection(
+        indices=indices,
+        scores=scores[indices].astype(np.float32),
+        sources=["score"] * len(top) + ["random"] * len(randoms),
+    )
+
+
+def select_top(*, scores: np.ndarray, n: int) -> Selection:
+    """The global top `n` by score (ties by index), no bins: the LESS baseline's rule."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if n > len(scores):
+        raise ConfigError(f"the budget of {n} rows exceeds the pool of {len(scores)} rows")
+    top = _by_score(np.flatnonzero(~np.isnan(scores)), scores)[:n]
+    return Selection(indices=top.astype(np.int64), scores=scores[top], sources=["score"] * len(top))
+
+
+def select_random(*, pool_size: int, n: int, seed: int) -> Selection:
+    """A uniform sample of `n` rows (the random baseline), sorted by index."""
+    if n > pool_size:
+        raise ConfigError(f"the budget of {n} rows exceeds the pool of {pool_size} rows")
+    picked = _random(np.random.default_rng(seed), np.arange(pool_size, dtype=np.int64), n)
+    nan = np.full(len(picked), np.nan, dtype=np.float32)
+    return Selection(indices=picked, scores=nan, sources=["random"] * len(picked))
