@@ -40,5 +40,9 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench-storage: setup
+	bash scripts/ensure_services.sh
+	$(PY) -m benchmarks.storage.bench_scores
+
 clean:
 	rm -rf .tov .pytest_cache .mypy_cache .ruff_cache
