@@ -91,7 +91,9 @@ def test_a_job_travels_the_whole_way(
             json.loads(line)
             for line in client.get(f"/v1/jobs/{job['id']}/subset").text.splitlines()
         ]
-        reselected = reselect(client, job["id"], {"budget": 6, "strategy": "score-only", "num_bins": 1})
+        reselected = reselect(
+            client, job["id"], {"budget": 6, "strategy": "score-only", "num_bins": 1}
+        )
         metrics = client.get("/metrics").text
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
