@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel lies on disk; without it first, pip would pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[engine,test]"
+	$(PY) -m pip install -q -e ".[engine,test,client]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from app.config import get_settings
 from app.errors import install_error_handlers
 from app.observability import configure_logging, install_metrics
-from app.routes import datasets, health, jobs
+from app.routes import datasets, health, jobs, ui
 
 
 def create_app() -> FastAPI:
@@ -22,6 +22,7 @@ def create_app() -> FastAPI:
     application.include_router(health.router)
     application.include_router(datasets.router)
     application.include_router(jobs.router)
+    application.include_router(ui.router)
     return application
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from tov_engine import JobConfig, SelectionConfig, ToVConfig, run_selection
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / ".cache" / "models" / "smollm2-135m-instruct"

@@ -1,0 +1,107 @@
+"""Typed views of the API's JSON. Unknown fields are kept (``model_extra``), so a newer server
+never breaks an older client."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ExportFormat = Literal["jsonl", "csv", "parquet"]
+ResultKind = Literal["selection", "scores", "subset"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Dataset(_Model):
+    """A validated dataset (uploaded, or registered by its server-side path)."""
+
+    id: str
+    name: str
+    file_format: str
+    row_format: str
+    rows: int
+    size_bytes: int
+    sha256: str
+    columns: list[str] = []
+    created_at: datetime
+
+
+class Progress(_Model):
+    stage: str | None = None
+    fraction: float = 0.0
+    rows_done: int = 0
+    rows_total: int = 0
+    eta_seconds: float | None = None
+    message: str | None = None
+
+
+class JobError(_Model):
+    code: str | None = None
+    detail: str | None = None
+
+
+class Job(_Model):
+    """A selection job: its status, progress and (once succeeded) links to its results."""
+
+    id: str
+    status: str
+    progress: Progress = Progress()
+    pool: str
+    validation: str
+    model: str = ""
+    task: str = ""
+    method: str = ""
+    params: dict[str, Any] = {}
+    seed: int = 0
+    metadata: dict[str, Any] = {}
+    attempt: int = 0
+    error: JobError | None = None
+    stats: dict[str, Any] = {}
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    links: dict[str, str] = {}
+
+    @property
+    def done(self) -> bool:
+        """True once the job is succeeded, failed or cancelled."""
+        return self.status in TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+class JobPage(_Model):
+    """One page of ``GET /v1/jobs``; pass ``next_cursor`` back for the next one."""
+
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class Selection(_Model):
+    """A selection made from a job's stored scores (``POST /v1/jobs/{id}/selections``)."""
+
+    id: str
+    job_id: str
+    status: str
+    budget: float
+    strategy: str
+    num_bins: int
+    seed: int
+    size: int
+    is_default: bool = False
+    error: str | None = None
+    created_at: datetime
+
+
+class JobEvent(_Model):
+    at: datetime
+    kind: str
+    attempt: int = 0
+    message: str = ""
