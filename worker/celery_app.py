@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
+from celery.utils.log import LoggingProxy
 
 from app.config import get_settings
 from app.observability import configure_logging
@@ -21,6 +25,13 @@ def _configure_child(**_: object) -> None:
 
     get_engine().dispose(close=False)
     configure_logging(get_settings().log_level)
+    # In a pool child sys.stderr is Celery's LoggingProxy (stdout/stderr redirected to a logger): a
+    # handler writing there feeds the logger back into itself, and Celery's recursion guard then
+    # drops every record, so nothing the child logs would reach the worker's log. Write to the
+    # real stderr instead.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and isinstance(handler.stream, LoggingProxy):
+            handler.setStream(sys.__stderr__)
 
 
 @worker_ready.connect

@@ -93,7 +93,8 @@ class Heartbeat(threading.Thread):
             ).first()
             session.commit()
         if row is None:
-            logger.warning("job %s attempt %d lost its lease", self.job_id, self.attempt)
+            if not self._stop_event.is_set():  # not a beat that raced the attempt's own commit
+                logger.warning("job %s attempt %d lost its lease", self.job_id, self.attempt)
             self.lost.set()
         elif row[0]:
             self.cancel.set()

@@ -1,7 +1,9 @@
 """The reaper: recovers jobs from Postgres, not from the broker (RELIABILITY.md, design item 5).
 
-- a running job whose lease expired (its worker died) is sent again, or failed past the cap;
-- a queued job never published (broker down at submit) or lost by the broker is sent again.
+- a running job whose lease expired (its worker died) goes back to the queue and is sent again, or
+  is failed past the attempt cap;
+- a queued job never published (broker down at submit) or lost by the broker is sent again
+  (see _lost_messages: a job merely waiting in a long queue is not).
 Duplicated sends are harmless: they die at the claim.
 """
 
@@ -11,21 +13,76 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
 from app.models import Job, JobEvent, JobStatus, Selection, utcnow
-from app.queue import publish_job, publish_reselect
+from app.queue import publish_job, publish_reselect, queue_depth
 
 logger = logging.getLogger(__name__)
+
+
+CLAIM_GRACE_SECONDS = 10.0  # a delivered message is claimed within seconds (a pool child starts)
+
+
+def _lost_messages(session: Session, settings: Settings, now: datetime) -> ColumnElement[bool]:
+    """Queued jobs whose message the broker lost, without re-sending the ones waiting in line.
+
+    Re-sending every job queued for longer than republish_seconds would pile copies of a long
+    backlog into the queue, each costing a worker a pool child. Instead:
+    - the queue is FIFO: a queued job sent before a job that a worker claimed more than
+      CLAIM_GRACE_SECONDS ago should have been claimed by now, so its message is gone (a wiped or
+      restored broker);
+    - with the broker's queue empty and no job running, started or finished for
+      republish_seconds (and at least CLAIM_GRACE_SECONDS), a job queued for that long has lost
+      its message too (idle workers would have taken it). While messages wait in the queue the
+      workers are absent or reconnecting, and another copy would only wait behind them.
+    """
+    queued = Job.status == JobStatus.QUEUED
+    sent = session.scalar(
+        select(func.count()).select_from(Job).where(queued, Job.published_at.is_not(None))
+    )
+    if not sent:
+        return false()
+    grace = now - timedelta(seconds=max(settings.lease_seconds, CLAIM_GRACE_SECONDS))
+    # Claims older than the grace only: another worker may still hold the earlier message while
+    # its pool child starts, so a later job can be claimed a few seconds before an earlier one.
+    newest_claimed = session.scalar(
+        select(func.max(Job.published_at)).where(
+            Job.status != JobStatus.QUEUED,
+            Job.started_at < now - timedelta(seconds=CLAIM_GRACE_SECONDS),
+        )
+    )
+    rules = []
+    if newest_claimed is not None:
+        rules.append(and_(queued, Job.published_at < newest_claimed))
+    stale = now - timedelta(seconds=settings.republish_seconds)
+    # A worker may hold a message a few seconds before claiming it (while its pool child starts):
+    # idle means no activity for longer than that, too.
+    quiet = min(stale, grace)
+    busy = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            or_(
+                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at >= now),
+                Job.started_at >= quiet,  # workers between two jobs are not idle
+                Job.finished_at >= quiet,
+            )
+        )
+    )
+    if not busy:
+        waiting = queue_depth()  # None: the transport cannot tell
+        if not waiting:
+            rules.append(and_(queued, Job.published_at < quiet))
+    return or_(false(), *rules)
 
 
 def reap_once(session: Session, settings: Settings) -> dict[str, int]:
     """One sweep. Returns counts of jobs re-sent and failed."""
     now = utcnow()
-    stale = now - timedelta(seconds=settings.republish_seconds)
     lost_lease = and_(
         Job.status == JobStatus.RUNNING,
         Job.lease_expires_at < now,
@@ -34,8 +91,9 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
             Job.published_at < now - timedelta(seconds=settings.lease_seconds),
         ),
     )
-    unpublished = and_(
-        Job.status == JobStatus.QUEUED, or_(Job.published_at.is_(None), Job.published_at < stale)
+    unpublished = or_(
+        and_(Job.status == JobStatus.QUEUED, Job.published_at.is_(None)),
+        _lost_messages(session, settings, now),
     )
     jobs = session.scalars(
         select(Job)
@@ -58,20 +116,38 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
             )
             counts["failed"] += 1
             continue
+        lost = job.status == JobStatus.RUNNING
+        if lost:
+            # Back to the queue: sent once now, then again only if still unclaimed after
+            # republish_seconds, like any queued job. Left RUNNING, it would be re-sent at every
+            # lease period while its copy waits behind a backlog: duplicates pile up in the queue.
+            job.status, job.lease_expires_at, job.worker = JobStatus.QUEUED, None, None
         job.published_at = now
         session.add(
             JobEvent(
                 job_id=job.id,
                 kind="republished",
                 attempt=job.attempt,
-                message="re-sent by the reaper",
+                message="worker lost: re-queued by the reaper" if lost else "re-sent by the reaper",
             )
         )
         counts["resent"] += 1
     session.commit()
+    unsent: list[str] = []
     for job in jobs:
-        if job.status != JobStatus.FAILED and not publish_job(job.id):
-            logger.warning("reaper could not re-send job %s", job.id)
+        if job.status == JobStatus.FAILED:
+            continue
+        if unsent or not publish_job(job.id):  # the broker is down: don't wait on it per job
+            unsent.append(job.id)
+    if unsent:
+        # Not sent after all: clear the mark so the next sweep retries, instead of a queued job
+        # waiting republish_seconds (10 minutes by default) for a broker that is back in seconds.
+        logger.warning("reaper could not re-send %d job(s); the next sweep retries", len(unsent))
+        session.execute(
+            update(Job).where(Job.id.in_(unsent), Job.published_at == now).values(published_at=None)
+        )
+        session.commit()
+        counts["resent"] -= len(unsent)
     counts["selections"] = _resend_pending_selections(session, now)
     if any(counts.values()):
         logger.info("reaper: %s", counts)
