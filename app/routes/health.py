@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.db import get_engine
+from app.errors import PROBLEM_JSON
 from app.queue import producer
 
 router = APIRouter(tags=["operations"])
@@ -38,9 +39,18 @@ def _broker_ok() -> bool:
 @router.get("/readyz")
 def readyz() -> JSONResponse:
     checks = {"database": _database_ok(), "broker": _broker_ok()}
-    ready = all(checks.values())
+    if all(checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    down = ", ".join(name for name, ok in checks.items() if not ok)
+    body = {
+        "type": "https://tov-select.dev/problems/not_ready",
+        "title": "Service unavailable",
+        "status": 503,
+        "detail": f"Not ready: {down} unavailable.",
+        "code": "not_ready",
+        "instance": "/readyz",
+        "checks": checks,
+    }
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-        headers=None if ready else {"Retry-After": "2"},
+        body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "2"}
     )
