@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from app.config import get_settings
 from app.errors import install_error_handlers
+from app.limits import BodyLimitMiddleware
 from app.observability import configure_logging, install_metrics
 from app.routes import datasets, health, jobs, ui
 
@@ -19,6 +20,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(application)
     install_metrics(application)
+    application.add_middleware(BodyLimitMiddleware)  # outermost: refuses big bodies first
     application.include_router(health.router)
     application.include_router(datasets.router)
     application.include_router(jobs.router)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 current_job_id: ContextVar[str | None] = ContextVar("current_job_id", default=None)
 
@@ -89,21 +90,39 @@ class ServiceCollector(Collector):
         yield from (jobs, busy, depth)
 
 
+class _Measure:
+    """Request count and latency per route template. Pure ASGI: BaseHTTPMiddleware
+    (@app.middleware) cost ~0.4 ms of CPU a request, a fifth of a status poll (L1)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            REQUESTS.labels(scope["method"], template, str(status)).inc()
+
+
 def install_metrics(app: FastAPI) -> None:
     if not any(isinstance(c, ServiceCollector) for c in list(REGISTRY._collector_to_names)):
         REGISTRY.register(ServiceCollector())
 
-    @app.middleware("http")
-    async def _measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Measure)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import SessionDep, TenantDep
 from app.config import get_settings
@@ -40,12 +41,17 @@ async def create_dataset(
             body = DatasetRegister.model_validate_json(await request.body())
         except ValueError as exc:
             raise InvalidInput(f"body: {exc}") from exc
-        dataset = service.register_dataset(
-            session=session, settings=settings, tenant=tenant, uri=body.uri, name=body.name
+        dataset = await run_in_threadpool(  # may download or read a big file: not on the loop
+            service.register_dataset,
+            session=session,
+            settings=settings,
+            tenant=tenant,
+            uri=body.uri,
+            name=body.name,
         )
     else:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > settings.max_upload_bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_upload_bytes:
             raise PayloadTooLarge(
                 f"The upload exceeds the limit of {settings.max_upload_bytes} bytes."
             )

@@ -7,27 +7,30 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import SessionDep, TenantDep
 from app.config import get_settings
+from app.db import get_sessionmaker
 from app.errors import Conflict, InvalidInput
 from app.exporting import MEDIA_TYPES, ExportFormat, iter_export, iter_subset
-from app.models import Dataset, JobEvent, JobStatus, utcnow
+from app.limits import job_quota, rate_limit
+from app.models import Dataset, JobEvent, JobStatus, Tenant, utcnow
 from app.queue import publish_job, publish_reselect
 from app.schemas import JobCreate, JobList, JobRead, SelectionCreate, SelectionRead
 from app.services import jobs as service
 from app.services import selections
 from app.services.results import load_selection, read_scores
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(rate_limit)])
 
 FormatQuery = Annotated[ExportFormat, Query(alias="format")]
 
 
-@router.post("", status_code=202, response_model=JobRead)
+@router.post("", status_code=202, response_model=JobRead, dependencies=[Depends(job_quota)])
 def create_job(
     body: JobCreate,
     response: Response,
@@ -78,9 +81,15 @@ def list_jobs(
     return JobList(items=[service.to_read(j) for j in jobs], next_cursor=next_cursor)
 
 
+def _read_job(tenant: Tenant, job_id: str) -> JobRead:
+    with get_sessionmaker()() as session:
+        return service.to_read(service.get_job(session=session, tenant=tenant, job_id=job_id))
+
+
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
-    return service.to_read(service.get_job(session=session, tenant=tenant, job_id=job_id))
+async def get_job(job_id: str, tenant: TenantDep) -> JobRead:
+    # The polling hot path (L1): one thread hop for the one query, no request-scoped session.
+    return await run_in_threadpool(_read_job, tenant, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)

@@ -7,23 +7,38 @@ from pathlib import Path
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from app.dataset_checks import DatasetInvalid, DatasetSummary, check_jsonl
-from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.dataset_checks import (
+    CONTENT_TYPES,
+    STORED_SUFFIX,
+    DatasetSummary,
+    detect_file_format,
+    format_for_content_type,
+    format_for_name,
+    validate_file,
+)
+from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Dataset, Job, Tenant, new_id
+from app.remote import fetch_to_temp, is_remote
 from app.storage import dataset_path, move_into_place, receive_to_temp, resolve_under_roots
 
-FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
-
-def _check(path: Path, *, name: str, settings: Settings) -> DatasetSummary:
+def _store(
+    temp: Path, *, settings: Settings, tenant: Tenant, name: str, declared: str | None
+) -> tuple[str, Path, DatasetSummary]:
+    """Validate a received file (upload or download) and move it into the store under a new id."""
     try:
-        return check_jsonl(
-            path, name=name, max_rows=settings.max_rows, max_line_bytes=settings.max_line_bytes
-        )
-    except DatasetInvalid as exc:
-        raise InvalidInput(str(exc), errors=exc.errors) from exc
+        file_format = detect_file_format(temp, declared=declared, name=name)
+        summary = validate_file(temp, name=name, file_format=file_format, settings=settings)
+        dataset_id = new_id("ds")
+        suffix = STORED_SUFFIX[file_format]
+        final = dataset_path(settings.artifact_root, tenant.id, dataset_id, suffix)
+        move_into_place(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    return dataset_id, final, summary
 
 
 def _row(
@@ -34,7 +49,7 @@ def _row(
         tenant_id=tenant.id,
         name=name,
         uri=uri,
-        file_format="jsonl",
+        file_format=summary.file_format,
         row_format=summary.row_format,
         rows=summary.rows,
         size_bytes=summary.size_bytes,
@@ -54,25 +69,13 @@ async def upload_dataset(
     chunks: AsyncIterator[bytes],
 ) -> Dataset:
     """Stream an upload to the artifact store (size-limited while streaming), then validate it."""
-    if content_type not in (
-        "application/x-ndjson",
-        "application/jsonl",
-        "application/json",
-        "application/octet-stream",
-        "text/plain",
-        "",
-    ):
-        raise UnsupportedMediaType(f"Content-Type '{content_type}' is not a JSONL upload.")
+    declared = format_for_content_type(content_type)  # 415 for anything but a dataset type
     temp = await receive_to_temp(
         chunks, root=settings.artifact_root, limit=settings.max_upload_bytes
     )
-    try:
-        summary = _check(temp, name=name, settings=settings)
-        dataset_id = new_id("ds")
-        final = dataset_path(settings.artifact_root, tenant.id, dataset_id, "jsonl")
-        move_into_place(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
+    dataset_id, final, summary = await run_in_threadpool(
+        _store, temp, settings=settings, tenant=tenant, name=name, declared=declared
+    )
     dataset = _row(tenant, dataset_id, name, str(final.resolve()), summary, uploaded=True)
     session.add(dataset)
     session.flush()
@@ -82,11 +85,33 @@ async def upload_dataset(
 def register_dataset(
     *, session: Session, settings: Settings, tenant: Tenant, uri: str, name: str | None
 ) -> Dataset:
-    """Register a server-side file under a configured data root (validated now, read later)."""
+    """Register a server-side file under a configured data root (validated now, read later),
+    or download an https:// reference into the store (app.remote's SSRF rules) and validate it."""
+    if is_remote(uri):
+        got = fetch_to_temp(
+            uri,
+            root=settings.artifact_root,
+            limit=settings.max_upload_bytes,
+            allowed_hosts=settings.remote_hosts,
+        )
+        shown = name or got.name
+        declared = CONTENT_TYPES.get(got.content_type)
+        dataset_id, final, summary = _store(
+            got.path, settings=settings, tenant=tenant, name=shown, declared=declared
+        )
+        dataset = _row(tenant, dataset_id, shown, str(final.resolve()), summary, uploaded=True)
+        session.add(dataset)
+        session.flush()
+        return dataset
     path = resolve_under_roots(uri, settings.data_roots)
-    if path.suffix.lower() not in FILE_FORMATS:
-        raise InvalidInput(f"'{uri}': only JSONL files (.jsonl) are supported for now.")
-    summary = _check(path, name=name or path.name, settings=settings)
+    file_format = format_for_name(path.name)
+    if file_format is None:
+        raise InvalidInput(
+            f"'{uri}': the file type is not supported; use .jsonl/.ndjson, .parquet/.pq or .csv."
+        )
+    shown = name or path.name
+    detect_file_format(path, declared=file_format, name=shown)  # refuses compressed files
+    summary = validate_file(path, name=shown, file_format=file_format, settings=settings)
     dataset = _row(tenant, new_id("ds"), name or path.name, str(path), summary, uploaded=False)
     session.add(dataset)
     session.flush()
@@ -120,14 +145,15 @@ def resolve_reference(
     try:
         if ref.startswith("ds_"):
             return get_dataset(session=session, tenant=tenant, dataset_id=ref)
-        if ref.startswith("file://") or ref.startswith("/"):
+        if ref.startswith("file://") or ref.startswith("/") or is_remote(ref):
             return register_dataset(
                 session=session, settings=settings, tenant=tenant, uri=ref, name=None
             )
     except (NotFound, InvalidInput) as exc:
         raise type(exc)(f"{field_name}: {exc.detail}", errors=exc.errors) from exc
     raise InvalidInput(
-        f"{field_name}: '{ref}' is neither a dataset id (ds_...) nor a file:// path."
+        f"{field_name}: '{ref[:200]}' is neither a dataset id (ds_...), a file:// path nor an "
+        "https:// URL."
     )
 
 

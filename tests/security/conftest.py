@@ -1,0 +1,1 @@
+from tests.service_fixtures import *  # noqa: F403
