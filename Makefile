@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo serve test test-fast lint format bench-storage clean
+.PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
+	bench-load clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +44,18 @@ format: setup
 bench-storage: setup
 	bash scripts/ensure_services.sh
 	$(PY) -m benchmarks.storage.bench_scores
+
+bench-faults: setup
+	$(PY) -m benchmarks.faults.run_fault_suite
+	$(PY) -m benchmarks.faults.run_r1_real_engine
+
+bench-security: setup
+	bash scripts/ensure_services.sh
+	$(PY) -m benchmarks.security.run_schemathesis
+
+bench-load: setup
+	bash scripts/ensure_services.sh
+	$(PY) -m benchmarks.load.poll_status --rate 500 --seconds 20
 
 clean:
 	rm -rf .tov .pytest_cache .mypy_cache .ruff_cache
