@@ -264,7 +264,8 @@ def fetch_to_temp(uri: str, *, root: Path, limit: int, allowed_hosts: list[str])
     try:
         return _exchange(connection, target, root=root, limit=limit, deadline=deadline)
     except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
-        if expired.is_set():
+        # The socket's own timeout can fire a moment before the watchdog at the same deadline.
+        if expired.is_set() or time.monotonic() >= deadline - 0.25:
             raise RemoteRefused(
                 f"Downloading '{_shown(uri)}' took longer than {TOTAL_TIMEOUT_S:g} s."
             ) from None
