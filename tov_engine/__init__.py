@@ -13,6 +13,7 @@ from tov_engine.errors import (
     EngineError,
     ModelError,
 )
+from tov_engine.multi import run_multi_target
 from tov_engine.progress import ProgressCallback, ProgressEvent
 from tov_engine.runner import SelectionOutcome, run_selection
 from tov_engine.selection import Selection, select
@@ -36,6 +37,7 @@ __all__ = [
     "ToVConfig",
     "inspect_dataset",
     "read_rows",
+    "run_multi_target",
     "run_selection",
     "select",
 ]

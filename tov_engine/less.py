@@ -14,16 +14,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from tov_engine.batching import make_batch
+from tov_engine.batching import make_batch, plan_buckets
 from tov_engine.data import read_rows
 from tov_engine.encoding import EncodedSet
 from tov_engine.errors import ConfigError
-from tov_engine.logprob import mean_loss, token_logprobs
+from tov_engine.logprob import mean_loss, row_means, token_logprobs
 from tov_engine.methods import TRAIN_COST, build_surrogate
 from tov_engine.modeling import Surrogate, autocast
 from tov_engine.progress import Tracker
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 ADAM_BETAS = (0.9, 0.999)  # torch AdamW defaults, used by the warmup and the preconditioning
 ADAM_EPS = 1e-8
-GRADIENT_BUFFER = 32  # per-example gradients projected at once (bounds memory to 32 x P floats)
+GRADIENT_BUFFER = 16  # rows per gradient batch, projected at once (bounds memory to 16 x P floats)
 CACHED_PROJECTION = 1 << 25  # P x d entries up to which the projection matrix is kept in memory
 
 
@@ -117,6 +118,7 @@ def _warmup(job: Job, s: Surrogate, tracker: Tracker) -> list[Checkpoint]:
 def _example_gradient(
     model: nn.Module, params: list[nn.Parameter], job: Job, enc: EncodedSet, row: int
 ) -> torch.Tensor | None:
+    """One row's flattened gradient (the reference path; _batch_gradients computes the same)."""
     device = params[0].device
     batch = make_batch(enc, [row], int(job.tokenizer.pad_token_id), device)
     with autocast(device):
@@ -134,6 +136,78 @@ def _adam_direction(g: torch.Tensor, ck: Checkpoint) -> torch.Tensor:
     return m / (v.sqrt() + ADAM_EPS)
 
 
+def _linear_owners(model: nn.Module, params: list[nn.Parameter]) -> dict[int, nn.Linear] | None:
+    """The nn.Linear owning each trainable parameter (LoRA A/B, a classifier head), or None when
+    some parameter is not a Linear weight or bias (then gradients are taken one row at a time)."""
+    wanted = {id(p) for p in params}
+    owners: dict[int, nn.Linear] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            for p in (module.weight, module.bias):
+                if p is not None and id(p) in wanted:
+                    owners[id(p)] = module
+    return owners if len(owners) == len(wanted) else None
+
+
+def _batch_gradients(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    owners: dict[int, nn.Linear],
+    batch: Any,
+    task: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row gradients of a batch from one forward and backward pass.
+
+    The batch loss is the sum of the rows' mean losses, so each row's gradient is separable: for a
+    Linear y = x W^T + b, row i's gradient is sum_t g_it x_it^T (and sum_t g_it for b), from the
+    layer inputs x and output gradients g caught by hooks. Padding positions get zero gradient
+    (no loss position depends on them), so the result equals one backward per row.
+
+    Returns:
+        ((B, P) float32 gradients in `params` order, (B,) bool: rows that carry loss).
+    """
+    modules = {id(m): m for m in owners.values()}
+    inputs: dict[int, torch.Tensor] = {}
+    grads: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def forward_hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        key = id(module)
+        inputs[key] = args[0].detach()
+
+        def keep(g: torch.Tensor) -> None:
+            grads[key] = g.detach()
+
+        out.register_hook(keep)
+
+    for m in modules.values():
+        handles.append(m.register_forward_hook(forward_hook))
+    try:
+        lp = token_logprobs(model, batch, task)
+        means, counts = row_means(-lp.values, lp)
+        has_loss = counts > 0
+        if not bool(has_loss.any()):
+            rows = len(batch.rows)
+            return torch.zeros(rows, sum(p.numel() for p in params)), has_loss.cpu()
+        means[has_loss].sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    parts = []
+    for p in params:
+        m = owners[id(p)]
+        x, g = inputs[id(m)].float(), grads[id(m)].float()  # (B, T, in), (B, T, out)
+        if x.dim() == 2:  # an unbatched call cannot happen with padded batches; be safe
+            x, g = x.unsqueeze(1), g.unsqueeze(1)
+        if p is m.weight:
+            parts.append(torch.einsum("bto,bti->boi", g, x).reshape(len(g), -1))
+        else:
+            parts.append(g.sum(dim=1))
+    for p in params:
+        p.grad = None
+    return torch.cat(parts, dim=1), has_loss.cpu()  # (B, P)
+
+
 def _features(
     job: Job,
     s: Surrogate,
@@ -143,23 +217,38 @@ def _features(
     adam: bool,
     tracker: Tracker,
 ) -> torch.Tensor:
-    """(rows, d) projected, L2-normalised gradients; zero rows for rows without loss tokens."""
+    """(rows, d) projected, L2-normalised gradients; zero rows for rows without loss tokens.
+
+    Rows go through in length-bucketed batches of up to GRADIENT_BUFFER with per-row gradients
+    from one backward pass (_batch_gradients); a model whose trainable parameters are not all
+    Linear layers falls back to one backward per row."""
     params = s.params("base")
     out = torch.zeros(len(enc), project.d)
-    buffer: list[torch.Tensor] = []
-    rows: list[int] = []
     s.model.eval()  # no dropout: a gradient per example, not per dropout mask
-    for row in range(len(enc)):
-        g = _example_gradient(s.model, params, job, enc, row)
-        if g is not None:
-            buffer.append(_adam_direction(g, ck) if adam else g)
-            rows.append(row)
-        last = row == len(enc) - 1
-        if buffer and (len(buffer) == GRADIENT_BUFFER or last):
-            feats = project(torch.stack(buffer))  # (B, d)
-            out[rows] = nn.functional.normalize(feats, dim=1).cpu()
-            buffer, rows = [], []
-        tracker.advance("score", 1)
+    owners = _linear_owners(s.model, params)
+    pad_id = int(job.tokenizer.pad_token_id)
+    device = params[0].device
+    tokens = max(1, int(enc.seq_lengths.max(initial=1))) * GRADIENT_BUFFER
+    for rows in plan_buckets(enc.seq_lengths, np.arange(len(enc)), tokens):
+        for start in range(0, len(rows), GRADIENT_BUFFER):
+            chunk = rows[start : start + GRADIENT_BUFFER]
+            g: torch.Tensor | None
+            if owners is not None:
+                batch = make_batch(enc, chunk, pad_id, device)
+                with autocast(device):
+                    g, ok = _batch_gradients(s.model, params, owners, batch, job.config.task)
+                keep = chunk[ok.numpy()]
+                g = g[ok.to(g.device)]
+            else:
+                found = [(r, _example_gradient(s.model, params, job, enc, int(r))) for r in chunk]
+                keep = np.asarray([r for r, v in found if v is not None], dtype=np.int64)
+                vs = [v for _, v in found if v is not None]
+                g = torch.stack(vs) if vs else None
+            if g is not None and len(keep):
+                g = _adam_direction(g, ck) if adam else g
+                feats = project(g)  # (B, d)
+                out[torch.from_numpy(keep)] = nn.functional.normalize(feats, dim=1).cpu()
+            tracker.advance("score", len(chunk))
     s.model.train()
     return out
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from tov_engine.batching import padding_waste, plan_buckets
+from tov_engine.cachestore import EntryStore, model_identity
 from tov_engine.checkpoint import RoundStore, fingerprint
 from tov_engine.errors import ConfigError
 from tov_engine.modeling import Surrogate, load_model, resolve_device
+from tov_engine.poolcache import DiskRounds, RoundSource, base_key
 from tov_engine.progress import Tracker
 from tov_engine.runner import Job, SelectionOutcome, draw_base, job_fingerprint_parts
 from tov_engine.scoring import run_pass, uncertainty_combine
@@ -44,7 +49,9 @@ def split_pool(job: Job) -> tuple[np.ndarray, np.ndarray, int]:
     return base, rest, job.config.tov.resolve_rounds(base_size)
 
 
-def _finish(job: Job, scores: np.ndarray, base: np.ndarray, tracker: Tracker) -> SelectionOutcome:
+def _finish(
+    job: Job, scores: np.ndarray, base: np.ndarray, tracker: Tracker, last: bool = True
+) -> SelectionOutcome:
     start = time.perf_counter()
     lengths = job.pool.loss_lengths
     chosen = select(
@@ -55,28 +62,87 @@ def _finish(job: Job, scores: np.ndarray, base: np.ndarray, tracker: Tracker) ->
         seed=job.config.seed,
     )
     job.stats["seconds_select"] = time.perf_counter() - start
-    tracker.finish("select", f"selected {len(chosen.indices)} rows")
+    message = f"selected {len(chosen.indices)} rows"
+    if last:
+        tracker.finish("select", message)
+    else:
+        tracker.advance("select", 1, message)
     return SelectionOutcome(
         scores=scores, lengths=lengths, base_indices=base, selection=chosen, stats=job.stats
     )
 
 
-def run_tov_job(job: Job) -> SelectionOutcome:
-    """ToV: L rounds of base and validation epochs, scores averaged, length-binned selection."""
-    surrogate = build_surrogate(job)
+def tov_totals(job: Job, lora: bool) -> dict[str, int]:
+    """Tracker units of one ToV run (train: rows trained on; score: rows scored a round, half a
+    row in each of its two passes with LoRA, or row passes with full fine-tuning)."""
+    base, rest, rounds = split_pool(job)
+    passes = 1 if lora else 2
+    return {
+        "train": rounds * (len(base) + len(job.val)),
+        "score": rounds * len(rest) * passes,
+        "select": 1,
+    }
+
+
+def tov_tracker(job: Job, lora: bool, totals: dict[str, int]) -> Tracker:
+    """The progress tracker of a ToV run (a training row costs TRAIN_COST forward passes)."""
+    # A LoRA score unit covers both passes of a row (two forwards); full fine-tuning counts each.
+    weights = {"train": TRAIN_COST, "score": 2.0 if lora else 1.0, "select": 0.0}
+    return Tracker(totals, weights, job.progress, job.should_cancel)
+
+
+def base_key_parts(job: Job, base: np.ndarray, batches: list[np.ndarray]) -> dict[str, Any]:
+    """Everything theta_bas and the base log-probs of R depend on (never the validation set)."""
+    import peft
+    import transformers
+
+    cfg = job.config.tov
+    plan = hashlib.sha256()
+    for b in batches:
+        plan.update(np.asarray(b, dtype=np.int64).tobytes() + b"|")
+    return {
+        "pool": job.pool_key,
+        "model": model_identity(job.model),
+        "labels": job.labels,
+        "task": job.config.task,
+        "max_length": job.config.max_length,
+        "seed": job.config.seed,
+        "device": resolve_device(job.config.device).type,
+        "base": hashlib.sha256(base.astype(np.int64).tobytes()).hexdigest(),
+        "learning_rate": cfg.learning_rate,
+        "batch_size": cfg.batch_size,
+        "lora": dataclasses.asdict(cfg.lora),
+        "plan": plan.hexdigest(),
+        "versions": [torch.__version__, transformers.__version__, peft.__version__],
+    }
+
+
+def run_tov_job(
+    job: Job,
+    *,
+    surrogate: Surrogate | None = None,
+    shared: RoundSource | None = None,
+    tracker: Tracker | None = None,
+    reset: Callable[[], None] | None = None,
+) -> SelectionOutcome:
+    """ToV: L rounds of base and validation epochs, scores averaged, length-binned selection.
+
+    Args:
+        job: the prepared job. surrogate: the model with its adapters (built here if None).
+        shared: validation-free round halves to reuse and keep; None = the pool cache in
+            job.cache_dir when there is one. tracker: shared progress (multi-target runs).
+        reset: restores the surrogate's initial weights (a surrogate used by an earlier run).
+    """
+    surrogate = surrogate if surrogate is not None else build_surrogate(job)
     base, rest, rounds = split_pool(job)
     cfg = job.config.tov
-    passes = 1 if surrogate.lora else 2
-    tracker = Tracker(
-        {
-            "train": rounds * (len(base) + len(job.val)),
-            "score": rounds * len(rest) * passes,
-            "select": 1,
-        },
-        {"train": TRAIN_COST, "score": 2.0 / passes, "select": 0.0},
-        job.progress,
-        job.should_cancel,
-    )
+    own = tracker is None
+    if tracker is None:
+        tracker = tov_tracker(job, surrogate.lora, tov_totals(job, surrogate.lora))
+    batches = plan_buckets(job.pool.seq_lengths, rest, cfg.tokens_per_batch)
+    if shared is None and job.cache_dir is not None:
+        key = base_key(base_key_parts(job, base, batches))
+        shared = DiskRounds(EntryStore(job.cache_dir), key)
     store = None
     if job.checkpoint_dir is not None:
         key = fingerprint(*job_fingerprint_parts(job), base.tolist(), rounds)
@@ -94,10 +160,11 @@ def run_tov_job(job: Job) -> SelectionOutcome:
         pad_id=int(job.tokenizer.pad_token_id),
         tracker=tracker,
         store=store,
+        shared=shared,
+        reset=reset,
     )
-    assert score_units(t) == tracker.totals["score"]
+    assert not own or score_units(t) == tracker.totals["score"]
     scores, _ = run_tov(t)
-    batches = plan_buckets(job.pool.seq_lengths, rest, cfg.tokens_per_batch)
     job.stats.update(
         rounds=rounds,
         base_size=len(base),
@@ -105,8 +172,9 @@ def run_tov_job(job: Job) -> SelectionOutcome:
         seconds_score=t.seconds["score"],
         scoring_batches=len(batches),
         padding_waste=padding_waste(job.pool.seq_lengths, batches),
+        base_rounds_reused=t.reused,
     )
-    return _finish(job, scores, base, tracker)
+    return _finish(job, scores, base, tracker, last=own)
 
 
 def run_uncertainty_job(job: Job) -> SelectionOutcome:

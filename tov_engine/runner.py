@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import random
 import time
@@ -14,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from tov_engine.cachestore import EntryStore, file_sha256
 from tov_engine.config import JobConfig, SelectionConfig
 from tov_engine.data import inspect_dataset, read_rows
 from tov_engine.encoding import EncodedSet, encode_rows, label_set
 from tov_engine.errors import ConfigError
+from tov_engine.poolcache import CachedPool, load_pool, pool_key, relabel, save_pool
 from tov_engine.progress import ProgressCallback
 from tov_engine.selection import Selection, select_random
 
@@ -52,6 +55,8 @@ class Job:
     should_cancel: Callable[[], bool] | None
     checkpoint_dir: Path | None
     stats: dict[str, float | int]
+    cache_dir: Path | None = None  # the pool cache (poolcache.py); None = no cache
+    pool_key: str = ""  # identifies the tokenised pool (file hash, model folder, max_length, task)
 
 
 def seed_everything(seed: int) -> None:
@@ -69,18 +74,56 @@ def draw_base(pool_size: int, base_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(pool_size, size=base_size, replace=False)).astype(np.int64)
 
 
-def _encode(job_config: JobConfig, tokenizer: Any, pool: Path, val: Path) -> tuple[Any, ...]:
-    labels = None
-    label_ids = None
-    if job_config.task == "token_classification":
-        labels = label_set((r for p in (pool, val) for r in read_rows(p)), f"{pool} + {val}")
+def _encode_pool(config: JobConfig, tokenizer: Any, path: Path, fmt: str) -> CachedPool:
+    """Tokenise the pool; token-classification labels are ids into the pool's own tags."""
+    tags = label_ids = None
+    if config.task == "token_classification":
+        tags = label_set(read_rows(path), str(path))
+        label_ids = {tag: i for i, tag in enumerate(tags)}
+    kw: dict[str, Any] = dict(max_length=config.max_length, label_ids=label_ids)
+    return CachedPool(encode_rows(tokenizer, read_rows(path), **kw), fmt, tags)
+
+
+def lookup_pool(
+    config: JobConfig, model: Path, pool_path: Path, cache_dir: Path | None
+) -> tuple[CachedPool | None, str, str]:
+    """(the cached tokenised pool or None, the pool key, the pool's format).
+
+    A cached pool skips the pool's validation (the same bytes passed it when it was written);
+    otherwise every pool row is checked here. Without a cache the key is "".
+    """
+    key = ""
+    if cache_dir is not None:
+        key = pool_key(file_sha256(pool_path), model, config.max_length, config.task)
+        cached = load_pool(EntryStore(cache_dir), key)
+        if cached is not None:
+            return cached, key, cached.format
+    return None, key, inspect_dataset(pool_path).format
+
+
+def build_pool(
+    config: JobConfig, tokenizer: Any, pool_path: Path, fmt: str, cache_dir: Path | None, key: str
+) -> CachedPool:
+    """Tokenise the pool and keep it in the pool cache when there is one."""
+    pool = _encode_pool(config, tokenizer, pool_path, fmt)
+    if cache_dir is not None:
+        save_pool(EntryStore(cache_dir), key, pool)
+    return pool
+
+
+def _finish_encoding(
+    config: JobConfig, tokenizer: Any, pool: CachedPool, pool_path: Path, val_path: Path
+) -> tuple[EncodedSet, EncodedSet, list[Any] | None]:
+    """The job's pool (labels mapped onto the pool + validation tag set), validation set, tags."""
+    labels = label_ids = None
+    encoded = pool.encoded
+    if config.task == "token_classification":
+        rows = itertools.chain([{"tags": pool.tags or []}], read_rows(val_path))
+        labels = label_set(rows, f"{pool_path} + {val_path}")
         label_ids = {tag: i for i, tag in enumerate(labels)}
-    kw: dict[str, Any] = dict(max_length=job_config.max_length, label_ids=label_ids)
-    return (
-        encode_rows(tokenizer, read_rows(pool), **kw),
-        encode_rows(tokenizer, read_rows(val), **kw),
-        labels,
-    )
+        encoded = relabel(encoded, pool.tags or [], labels)
+    kw: dict[str, Any] = dict(max_length=config.max_length, label_ids=label_ids)
+    return encoded, encode_rows(tokenizer, read_rows(val_path), **kw), labels
 
 
 def prepare_job(
@@ -92,39 +135,47 @@ def prepare_job(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    pool: tuple[CachedPool, str] | None = None,
 ) -> Job:
-    """Validate and tokenise both files and resolve the budget (arguments as run_selection)."""
+    """Validate and tokenise both files and resolve the budget (arguments as run_selection).
+
+    `pool`: the tokenised pool and its key, already prepared (multi-target runs share one).
+    """
     from tov_engine.modeling import load_tokenizer
 
     start = time.perf_counter()
-    pool_info = inspect_dataset(pool_path)
-    inspect_dataset(validation_path)  # every validation row is checked before any work starts
-    tokenizer = load_tokenizer(model)
-    pool, val, labels = _encode(config, tokenizer, Path(pool_path), Path(validation_path))
-    budget = config.selection.resolve_budget(len(pool))
-    if budget > len(pool):
-        raise ConfigError(f"the budget of {budget} rows exceeds the pool of {len(pool)} rows")
-    loss_lengths = pool.loss_lengths
+    cache = Path(cache_dir) if cache_dir is not None else None
+    pool_file, val_file, model_dir = Path(pool_path), Path(validation_path), Path(model)
+    if pool is None:
+        cached, key, fmt = lookup_pool(config, model_dir, pool_file, cache)
+    inspect_dataset(val_file)  # every validation row is checked before any work starts
+    tokenizer = load_tokenizer(model_dir)
+    if pool is None:
+        pool = (cached or build_pool(config, tokenizer, pool_file, fmt, cache, key), key)
+    encoded, val, labels = _finish_encoding(config, tokenizer, pool[0], pool_file, val_file)
+    budget = config.selection.resolve_budget(len(encoded))
+    if budget > len(encoded):
+        raise ConfigError(f"the budget of {budget} rows exceeds the pool of {len(encoded)} rows")
+    loss_lengths = encoded.loss_lengths
     stats: dict[str, float | int] = {
-        "rows": len(pool),
+        "rows": len(encoded),
         "validation_rows": len(val),
-        "truncated_rows": int(pool.truncated.sum()),
+        "truncated_rows": int(encoded.truncated.sum()),
         "validation_truncated_rows": int(val.truncated.sum()),
         "rows_without_loss_tokens": int((loss_lengths == 0).sum()),
         "loss_tokens": int(loss_lengths.sum()),
         "budget": budget,
         "seconds_prepare": time.perf_counter() - start,
     }
-    logger.info(
-        "pool %s: %s, %d rows; validation %d rows", pool_path, pool_info.format, len(pool), len(val)
-    )
+    logger.info("pool %s: %d rows; validation %d rows", pool_file, len(encoded), len(val))
     return Job(
-        pool_path=Path(pool_path),
-        validation_path=Path(validation_path),
-        model=Path(model),
+        pool_path=pool_file,
+        validation_path=val_file,
+        model=model_dir,
         config=config,
         tokenizer=tokenizer,
-        pool=pool,
+        pool=encoded,
         val=val,
         labels=labels,
         budget=budget,
@@ -132,6 +183,8 @@ def prepare_job(
         should_cancel=should_cancel,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
         stats=stats,
+        cache_dir=cache,
+        pool_key=pool[1],
     )
 
 
@@ -152,6 +205,7 @@ def run_selection(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> SelectionOutcome:
     """Score the pool with the configured method and select the budget.
 
@@ -160,7 +214,10 @@ def run_selection(
         model: a local model folder (safetensors). config: the job's settings.
         progress: called with ProgressEvents. should_cancel: polled every batch; True raises
             Cancelled. checkpoint_dir: per-round checkpoints; a rerun resumes after the last
-            finished round and gives identical results.
+            finished round and gives identical results. cache_dir: the pool cache, a local folder
+            workers may share: the tokenised pool and ToV's validation-free base trajectory
+            (weights, base log-probs) are kept there and reused by later jobs on the same pool,
+            model, seed and training settings, with identical results.
     Returns:
         The SelectionOutcome. Raises DataError, ModelError, ConfigError, CheckpointError, Cancelled.
     """
@@ -175,6 +232,7 @@ def run_selection(
         progress=progress,
         should_cancel=should_cancel,
         checkpoint_dir=checkpoint_dir,
+        cache_dir=cache_dir,
     )
     if config.method == "random":
         return random_outcome(job)

@@ -1,8 +1,8 @@
 """Score passes over the pool: length-bucketed batches under inference_mode.
 
-ToV with LoRA scores each batch twice, once per adapter, and combines per token right away, so no
-per-token log-probabilities are stored. Full fine-tuning has one set of live weights: the "before"
-pass stores the per-token log-probs of the rows (4 bytes a loss token), the "after" pass combines.
+ToV scores R in two passes per round: the "before" pass (theta_bas) stores the per-token log-probs
+of the rows in a TokenStore (4 bytes a loss token, in RAM or in the pool cache), the "after" pass
+(theta_val) combines. With LoRA each pass runs one adapter folded into the weights (merged.py).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def run_pass(
     *,
     pad_id: int,
     tracker: Tracker | None = None,
+    units: Callable[[int], int] | None = None,
 ) -> np.ndarray:
     """Evaluate `combine` on every batch and gather the row scores.
 
@@ -47,6 +48,7 @@ def run_pass(
         model: the model (for its device; put in eval mode here). encoded: tokenised rows.
         batches: row-index arrays (plan_buckets). combine: batch -> (B,) scores.
         pad_id: pad token. tracker: progress under stage "score".
+        units: progress units of a batch of n rows (default n).
     Returns:
         (len(encoded),) float32, NaN for rows not in any batch or without loss tokens.
     """
@@ -61,14 +63,18 @@ def run_pass(
                 with autocast(device):
                     scores[rows] = combine(batch).float().cpu().numpy()
                 if tracker is not None:
-                    tracker.advance("score", len(rows))
+                    tracker.advance("score", units(len(rows)) if units else len(rows))
     finally:
         model.train(was_training)
     return scores
 
 
 def paired_combine(surrogate: Surrogate, task: str, score_fn: str) -> Combine:
-    """ToV with two adapters: phi = mean_t F(log p_val - log p_base) for each row of a batch."""
+    """phi per row from both adapters within each batch (unmerged LoRA, per-batch switching).
+
+    The engine scores with tov._score_round instead (two folded passes, merged.py); this form
+    stays as a reference for tests and benchmarks.
+    """
     f = SCORE_FUNCTIONS[score_fn]
 
     def combine(batch: Batch) -> torch.Tensor:
@@ -82,26 +88,53 @@ def paired_combine(surrogate: Surrogate, task: str, score_fn: str) -> Combine:
 
 
 class TokenStore:
-    """Per-token log-probs of chosen rows, kept between the two passes of full fine-tuning."""
+    """Per-token log-probs of the scored rows, laid out in scoring-batch order.
 
-    def __init__(self, encoded: EncodedSet) -> None:
-        lengths = encoded.loss_lengths.astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.values = np.zeros(int(self.offsets[-1]), dtype=np.float32)
+    Each batch of the plan owns one contiguous span (its rows' loss positions, row-major, exactly
+    as `token_logprobs` returns them), so storing and reading a batch is one slice. `values` may be
+    a file-backed array (the pool cache writes the base log-probs straight to disk).
+
+    Args:
+        encoded: the tokenised rows. batches: the scoring plan (plan_buckets), the same in every
+            pass that uses the store. values: (size,) float32 storage, else a new zero array.
+    """
+
+    def __init__(
+        self, encoded: EncodedSet, batches: list[np.ndarray], values: np.ndarray | None = None
+    ) -> None:
+        loss_lengths = encoded.loss_lengths.astype(np.int64)
+        counts = np.array([int(loss_lengths[b].sum()) for b in batches], dtype=np.int64)
+        ends = np.cumsum(counts)
+        self.spans = {
+            int(b[0]): (int(e - c), int(e)) for b, c, e in zip(batches, counts, ends, strict=True)
+        }
+        self.size = int(ends[-1]) if len(ends) else 0
+        self.values = np.zeros(self.size, dtype=np.float32) if values is None else values
+        if self.values.shape != (self.size,):
+            raise ValueError(f"token store of {self.values.shape}, the plan needs {self.size}")
+
+    @staticmethod
+    def size_for(encoded: EncodedSet, batches: list[np.ndarray]) -> int:
+        """Values a store for this plan holds (loss tokens of the planned rows)."""
+        rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+        return int(encoded.loss_lengths[rows].astype(np.int64).sum())
+
+    def _span(self, batch: Batch, count: int | None = None) -> tuple[int, int]:
+        start, end = self.spans[int(batch.rows[0])]
+        if count is not None and count != end - start:
+            raise ValueError(f"batch has {count} loss tokens, its span holds {end - start}")
+        return start, end
 
     def put(self, batch: Batch, lp: TokenLogprobs) -> None:
-        """Store the batch's values, row by row (positions of a row are contiguous)."""
+        """Store the batch's values in its span."""
         flat = lp.values.float().cpu().numpy()
-        counts = torch.bincount(lp.row, minlength=lp.rows).cpu().numpy()
-        start = 0
-        for r, c in zip(batch.rows, counts, strict=True):
-            self.values[self.offsets[r] : self.offsets[r] + c] = flat[start : start + c]
-            start += c
+        start, end = self._span(batch, len(flat))
+        self.values[start:end] = flat
 
     def get(self, batch: Batch, device: torch.device) -> torch.Tensor:
-        """The stored values of the batch's rows, concatenated in batch order."""
-        parts = [self.values[self.offsets[r] : self.offsets[r + 1]] for r in batch.rows]
-        return torch.from_numpy(np.concatenate(parts)).to(device)
+        """The stored values of the batch, in `token_logprobs` order."""
+        start, end = self._span(batch)
+        return torch.from_numpy(np.array(self.values[start:end], dtype=np.float32)).to(device)
 
 
 def storing_combine(model: nn.Module, task: str, store: TokenStore) -> Combine:

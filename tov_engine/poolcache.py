@@ -1,0 +1,227 @@
+"""The pool cache: what a ToV job computes that does not depend on the validation set.
+
+Two kinds of entries live in the caller's `cache_dir` (cachestore.EntryStore: atomic, verified):
+  pools/<key>/            encoded.npz + meta.json: the tokenised pool, keyed by the pool file's
+                          sha256, the model folder's identity (the tokenizer), max_length and task
+  bases/<key>/round_NNN/  base.safetensors (theta_bas after round NNN's base epoch), optimizer.pt
+                          (the base AdamW state then), logprobs.npy (float32 log p of every loss
+                          token of R under theta_bas, in scoring-batch order: the "before" side)
+The base trajectory (U, and the base epochs of Method B) never sees Z_val, so one entry serves
+every validation set; Method A can reuse round 0 only (round 1 starts from theta_val).
+`RoundSource` holds the same per-round data in memory for the targets of one multi-target run.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tov_engine.cachestore import EntryStore, digest
+from tov_engine.encoding import IGNORE, EncodedSet
+
+logger = logging.getLogger(__name__)
+
+ENCODED_FIELDS = ("ids", "labels", "offsets", "truncated")
+
+
+# ---- the tokenised pool -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedPool:
+    """A tokenised pool; for token classification, labels are ids into the pool's own `tags`."""
+
+    encoded: EncodedSet
+    format: str
+    tags: list[Any] | None  # the pool's sorted distinct tags (token classification), else None
+
+
+def load_pool(store: EntryStore, key: str) -> CachedPool | None:
+    """The cached tokenised pool for `key`, or None."""
+    folder = store.open(f"pools/{key[:40]}", key)
+    if folder is None:
+        return None
+    with np.load(folder / "encoded.npz") as data:
+        encoded = EncodedSet(**{name: data[name] for name in ENCODED_FIELDS})
+    meta = json.loads((folder / "meta.json").read_text())
+    return CachedPool(encoded=encoded, format=meta["format"], tags=meta["tags"])
+
+
+def save_pool(store: EntryStore, key: str, pool: CachedPool) -> None:
+    """Publish the tokenised pool under `key` (best effort: a failed write only logs)."""
+    try:
+        with store.writing(f"pools/{key[:40]}", key) as tmp:
+            arrays = {name: getattr(pool.encoded, name) for name in ENCODED_FIELDS}
+            np.savez(tmp / "encoded.npz", **arrays)  # type: ignore[arg-type]
+            (tmp / "meta.json").write_text(json.dumps({"format": pool.format, "tags": pool.tags}))
+    except OSError as exc:
+        logger.warning("pool cache: could not write the tokenised pool (%s); continuing", exc)
+
+
+def relabel(encoded: EncodedSet, own: list[Any], labels: list[Any]) -> EncodedSet:
+    """Map label ids into the pool's own tags onto ids into the job's label set (a superset)."""
+    index = {tag: i for i, tag in enumerate(labels)}
+    mapping = np.array([index[tag] for tag in own] or [0], dtype=np.int32)
+    bearing = encoded.labels != IGNORE
+    out = np.full_like(encoded.labels, IGNORE)
+    out[bearing] = mapping[encoded.labels[bearing]]
+    return EncodedSet(
+        ids=encoded.ids, labels=out, offsets=encoded.offsets, truncated=encoded.truncated
+    )
+
+
+# ---- the base trajectory ------------------------------------------------------------------
+
+
+@dataclass
+class BaseSide:
+    """Round k's validation-free half: theta_bas_k, the base optimizer, the base log-probs of R."""
+
+    weights: dict[str, Any]  # name -> CPU tensor (the base adapter, or the whole model)
+    optimizer: dict[str, Any]  # the base AdamW state_dict after round k's base epoch
+    logprobs: np.ndarray  # (M,) float32, TokenStore layout (scoring-batch order)
+
+
+class PendingRound:
+    """A round being computed: the scoring pass writes `logprobs`, then `commit` keeps it."""
+
+    def __init__(self, logprobs: np.ndarray) -> None:
+        self.logprobs = logprobs
+
+    def commit(self, weights: dict[str, Any], optimizer: dict[str, Any]) -> None:
+        """Keep the round (weights and optimizer as they are now)."""
+
+    def abort(self) -> None:
+        """Drop an uncommitted round (no-op after commit)."""
+
+
+class RoundSource:
+    """Where the base halves of a trajectory are found and kept: in memory (one multi-target run);
+    DiskRounds keeps them in the pool cache."""
+
+    def __init__(self) -> None:
+        self.rounds: dict[int, BaseSide] = {}
+
+    def load(self, k: int) -> BaseSide | None:
+        """Round k's base half, or None if it is not known."""
+        return self.rounds.get(k)
+
+    def begin(self, k: int, size: int) -> PendingRound:
+        """Start keeping round k: the pass fills the returned round's `logprobs` (size values)."""
+        return _MemoryPending(np.zeros(size, dtype=np.float32), self, k)
+
+
+class _MemoryPending(PendingRound):
+    def __init__(self, logprobs: np.ndarray, source: RoundSource, k: int) -> None:
+        super().__init__(logprobs)
+        self.source, self.k = source, k
+
+    def commit(self, weights: dict[str, Any], optimizer: dict[str, Any]) -> None:
+        # state_dict() tensors are the live optimizer state: copy them before training goes on.
+        self.source.rounds[self.k] = BaseSide(
+            dict(weights), copy.deepcopy(optimizer), self.logprobs
+        )
+
+
+class DiskRounds(RoundSource):
+    """Base sides under cache_dir/bases/<key>/round_NNN, shared by every job with that key.
+
+    Args:
+        store: the cache folder. key: digest of everything the base trajectory depends on.
+    """
+
+    def __init__(self, store: EntryStore, key: str) -> None:
+        super().__init__()
+        self.store, self.key = store, key
+
+    def _name(self, k: int) -> str:
+        return f"bases/{self.key[:40]}/round_{k:03d}"
+
+    def load(self, k: int) -> BaseSide | None:
+        import torch
+        from safetensors.torch import load as load_tensors
+
+        folder = self.store.open(self._name(k), f"{self.key}/{k}")
+        if folder is None:
+            return None
+        weights = load_tensors((folder / "base.safetensors").read_bytes())
+        state = torch.load(io.BytesIO((folder / "optimizer.pt").read_bytes()), weights_only=True)
+        logprobs = np.load(folder / "logprobs.npy", mmap_mode="r")
+        logger.info("round %d: base side from the pool cache %s", k + 1, folder)
+        return BaseSide(weights=weights, optimizer=state, logprobs=logprobs)
+
+    def begin(self, k: int, size: int) -> PendingRound:
+        """Round k's log-probs go straight to a file in the entry's temporary folder (a big pool's
+        base log-probs never sit in RAM). If the cache cannot be written (full, read-only), the
+        round runs uncached: the buffer is in memory and nothing is kept."""
+        try:
+            tmp = self.store.start(self._name(k))
+        except OSError as exc:
+            logger.warning("pool cache: cannot write %s (%s); continuing", self.store.root, exc)
+            return PendingRound(np.zeros(size, dtype=np.float32))
+        path = tmp / "logprobs.npy"
+        buffer: np.ndarray
+        try:
+            if size:
+                buffer = np.lib.format.open_memmap(path, "w+", dtype=np.float32, shape=(size,))
+                with open(path, "r+b") as handle:  # reserve the blocks now: a full disk is an
+                    os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)  # error, not SIGBUS
+            else:
+                buffer = np.zeros(0, dtype=np.float32)
+        except OSError as exc:
+            logger.warning("pool cache: cannot write %s (%s); continuing", path, exc)
+            self.store.drop(tmp)
+            return PendingRound(np.zeros(size, dtype=np.float32))
+        return _DiskPending(buffer, self.store, tmp, self._name(k), f"{self.key}/{k}")
+
+
+class _DiskPending(PendingRound):
+    def __init__(
+        self, logprobs: np.ndarray, store: EntryStore, tmp: Path, name: str, key: str
+    ) -> None:
+        super().__init__(logprobs)
+        self.store, self.tmp, self.name, self.key = store, tmp, name, key
+        self.done = False
+
+    def commit(self, weights: dict[str, Any], optimizer: dict[str, Any]) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        self.done = True
+        try:
+            if isinstance(self.logprobs, np.memmap):
+                self.logprobs.flush()
+            else:
+                np.save(self.tmp / "logprobs.npy", self.logprobs)
+            tensors = {n: t.contiguous() for n, t in weights.items()}
+            save_file(tensors, str(self.tmp / "base.safetensors"))
+            torch.save(optimizer, self.tmp / "optimizer.pt")
+            self.store.seal(self.tmp, self.name, self.key)
+        except OSError as exc:
+            logger.warning("pool cache: could not keep %s (%s); continuing", self.name, exc)
+            self.store.drop(self.tmp)
+
+    def abort(self) -> None:
+        if not self.done:
+            self.done = True
+            self.store.drop(self.tmp)
+
+
+def base_key(parts: dict[str, Any]) -> str:
+    """The key of a base trajectory from its determining parts (see methods.base_key_parts)."""
+    return digest("base-trajectory", parts)
+
+
+def pool_key(pool_sha256: str, model: Path, max_length: int, task: str) -> str:
+    """The key of a tokenised pool."""
+    from tov_engine.cachestore import model_identity
+
+    return digest("pool", pool_sha256, model_identity(model), max_length, task)
