@@ -36,18 +36,16 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
+CELERY_WORKER = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
+QUIET = ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+
+
 def worker_command(concurrency: int, queues: list[str] | None = None) -> list[str]:
     """A GPU worker: one process per GPU, a fresh child per job (frees GPU memory)."""
-    settings = get_settings()
+    queue = ",".join(queues or [get_settings().task_queue])
     return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--loglevel",
-        "INFO",
+        *CELERY_WORKER,
+        *QUIET,
         "--concurrency",
         str(concurrency),
         "--pool",
@@ -55,33 +53,21 @@ def worker_command(concurrency: int, queues: list[str] | None = None) -> list[st
         "--max-tasks-per-child",
         "1",
         "-Q",
-        ",".join(queues or [settings.task_queue]),
-        "--without-gossip",
-        "--without-mingle",
+        queue,
     ]
 
 
 def selector_command() -> list[str]:
     """A CPU worker for re-selections from stored scores, kept off the GPU queue."""
     return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        "1",
+        *CELERY_WORKER,
+        *QUIET,
         "--pool",
         "solo",
         "-Q",
         get_settings().select_queue,
         "-n",
         "selector@%h",
-        "--without-gossip",
-        "--without-mingle",
     ]
 
 
