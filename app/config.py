@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STATE_DIR = Path(".tov")
@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     # The function a worker calls to run a job. Fault tests swap in a fast stand-in; never in use.
     engine_entrypoint: str = "tov_engine:run_selection"
 
+    # Scale-out: a ToV job whose scored rows exceed this is scored in shards of about this many
+    # rows that every worker on the queue takes in parallel (0: one worker scores the whole pool).
+    score_shard_rows: int = 0
+    # At most this many other workers are asked to help with one job's shards (one message each;
+    # a helper keeps claiming until none is left, so one per expected idle worker is enough).
+    max_shard_helpers: int = 8
+    # Reuse tokenised pools and validation-free base rounds across jobs (artifact_root/pool-cache).
+    pool_cache: bool = True
+
     port: int = 8000
 
     @property
@@ -50,6 +59,23 @@ class Settings(BaseSettings):
         return f"{self.task_queue}.select"
 
     log_level: str = "INFO"
+
+    # s3:// dataset references (fsspec/s3fs), copied into the artifact store. Only buckets on this
+    # list ("*": any); empty: s3:// is refused. Credentials unset: botocore's usual chain.
+    s3_buckets: list[str] = []
+    s3_endpoint_url: str | None = None  # e.g. https://minio.internal:9000; unset: AWS
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_anonymous: bool = False  # public buckets, unsigned requests
+    # The endpoint must resolve to public addresses unless the operator opts in here (MinIO on a
+    # private network); users only name buckets and keys, never hosts.
+    s3_allow_private_endpoint: bool = False
+    # hf://datasets/OWNER/NAME/PATH references, offline only: a Hugging Face hub cache folder
+    # (HF_HUB_CACHE layout) filled beforehand; unset: hf:// is refused.
+    hf_cache: Path | None = None
+    # /metrics asks for `Authorization: Bearer <token>` when this is set; unset: open.
+    metrics_token: SecretStr | None = None
 
 
 @lru_cache

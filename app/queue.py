@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "tov.run_job"
 RESELECT_TASK = "tov.reselect"
+SCORE_SHARDS_TASK = "tov.score_shards"
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -70,6 +71,18 @@ def publish_job(job_id: str) -> bool:
 def publish_reselect(selection_id: str) -> bool:
     """Ask a worker to compute a pending selection from stored scores (no GPU)."""
     return _send(RESELECT_TASK, selection_id, get_settings().select_queue)
+
+
+def publish_shard_helpers(job_id: str, count: int) -> int:
+    """Ask up to `count` more workers to help score a staged job's shards. Returns how many sent.
+
+    A helper that finds nothing left to claim exits at once, so extra messages are harmless."""
+    sent = 0
+    for _ in range(count):
+        if not _send(SCORE_SHARDS_TASK, job_id, get_settings().task_queue):
+            break  # the broker is down: the job's own worker scores every shard
+        sent += 1
+    return sent
 
 
 def queue_depth() -> int | None:

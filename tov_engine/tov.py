@@ -82,6 +82,23 @@ def _train_val(t: Trajectory, k: int) -> None:
     logger.info("round %d: validation epoch on %d rows, loss %.4f", k + 1, len(t.val), loss)
 
 
+def train_round(t: Trajectory, optimizer: object, k: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round k's two epochs and no scoring (staged runs score later, elsewhere: staged.py).
+
+    The same epochs, seeds and order as `_round`, so the adapters are the ones a one-process run
+    scores with. Returns CPU copies of (theta_bas_k, theta_val_k); leaves the weights where
+    round k + 1 starts. LoRA only.
+    """
+    _train_base(t, optimizer, k)
+    base = t.surrogate.state("base")
+    _train_val(t, k)
+    val = t.surrogate.state("val")
+    if t.config.variant == "A":
+        t.surrogate.copy("val", "base")
+    t.surrogate.use("base")
+    return base, val
+
+
 def _shareable(t: Trajectory, k: int) -> bool:
     # Method A's round k > 0 starts from theta_val_{k-1}: it depends on Z_val.
     return t.shared is not None and (t.config.variant == "B" or k == 0)

@@ -20,14 +20,16 @@ from app.db import get_sessionmaker
 from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
 from app.observability import current_job_id
 from app.services.results import add_selection, write_scores
-from tov_engine import Cancelled, EngineError, ProgressEvent, SelectionOutcome
+from tov_engine import Cancelled, EngineError, JobConfig, ProgressEvent, SelectionOutcome
 from worker.engine_bridge import job_config, resolve_model, selection_config
 from worker.lease import Heartbeat, claim_job, owned
+from worker.shards import ShardsExhausted
 
 logger = logging.getLogger(__name__)
 
 RESOLVE_SHARE = 0.02  # the overall fraction reported once the inputs are checked
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes
+ENGINE = "tov_engine:run_selection"
 
 
 def load_entrypoint(spec: str) -> Callable[..., SelectionOutcome]:
@@ -97,6 +99,8 @@ class JobRunner:
                 attempt,
                 exc_info=True,
             )
+        except ShardsExhausted as exc:
+            self._finish(JobStatus.FAILED, code="shard_failed", detail=str(exc))
         except EngineError as exc:
             logger.info("job %s failed: %s", self.job_id, exc)
             self._finish(JobStatus.FAILED, code=type(exc).__name__, detail=str(exc))
@@ -121,23 +125,42 @@ class JobRunner:
             model = resolve_model(job.model, self.settings.model_roots)
         self._progress(JobStage.RESOLVE, RESOLVE_SHARE, 0, message="inputs checked", force=True)
         started = time.monotonic()
-        outcome = load_entrypoint(self.settings.engine_entrypoint)(
-            pool_path=Path(pool.uri),
-            validation_path=Path(validation.uri),
-            model=model,
-            config=config,
-            progress=self._on_engine_progress,
-            should_cancel=heartbeat.should_stop,
-            checkpoint_dir=self.settings.artifact_root / "jobs" / self.job_id / "checkpoint",
-        )
+        cache = self.settings.artifact_root / "pool-cache" if self.settings.pool_cache else None
+        inputs = dict(pool_path=Path(pool.uri), validation_path=Path(validation.uri), model=model)
+        if self._staged(config):
+            from worker.staged_job import run_staged
+
+            outcome = run_staged(self, heartbeat, config=config, cache_dir=cache, **inputs)
+        else:
+            outcome = load_entrypoint(self.settings.engine_entrypoint)(
+                **inputs,
+                config=config,
+                progress=self._on_engine_progress,
+                should_cancel=heartbeat.should_stop,
+                checkpoint_dir=self.settings.artifact_root / "jobs" / self.job_id / "checkpoint",
+                cache_dir=cache,
+            )
         stats = {**outcome.stats, "engine_seconds": round(time.monotonic() - started, 3)}
         self._publish(outcome, stats)
 
+    def _staged(self, config: JobConfig) -> bool:
+        """Scale-out applies to ToV with LoRA on the real engine, when sharding is configured."""
+        return (
+            self.settings.score_shard_rows > 0
+            and self.settings.engine_entrypoint == ENGINE
+            and config.method == "tov"
+            and config.tov.lora.enabled
+        )
+
     def _on_engine_progress(self, event: ProgressEvent) -> None:
         stage = {"train": JobStage.TRAIN, "score": JobStage.SCORE}.get(event.stage, JobStage.SELECT)
-        fraction = RESOLVE_SHARE + (1 - RESOLVE_SHARE) * event.fraction * 0.99
         rows_done = event.done if event.stage == "score" else None
-        self._progress(stage, fraction, rows_done, message=event.message)
+        self.report(stage, event.fraction, rows_done, event.message)
+
+    def report(self, stage: str, fraction: float, rows_done: int | None, message: str) -> None:
+        """The engine's fraction (0..1) of its work, as the job's overall progress."""
+        overall = RESOLVE_SHARE + (1 - RESOLVE_SHARE) * fraction * 0.99
+        self._progress(stage, overall, rows_done, message=message)
 
     def _progress(
         self,

@@ -10,6 +10,7 @@ Duplicated sends are harmless: they die at the claim.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import datetime, timedelta
 
@@ -25,6 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 CLAIM_GRACE_SECONDS = 10.0  # a delivered message is claimed within seconds (a pool child starts)
+
+# The reaper thread runs in the worker's main process, which forks a pool child for every job. A
+# fork taken mid-sweep would copy the database pool's locks held by this thread into the child,
+# where nobody releases them: the child hangs at its first query. Forks wait for a sweep to end.
+_SWEEP = threading.Lock()
+os.register_at_fork(
+    before=_SWEEP.acquire, after_in_parent=_SWEEP.release, after_in_child=_SWEEP.release
+)
 
 
 def _lost_messages(session: Session, settings: Settings, now: datetime) -> ColumnElement[bool]:
@@ -171,7 +180,7 @@ def _loop(stop: threading.Event) -> None:
     sessions = get_sessionmaker()
     while not stop.wait(settings.reaper_seconds):
         try:
-            with sessions() as session:
+            with _SWEEP, sessions() as session:
                 reap_once(session, settings)
         except Exception:
             logger.warning("reaper sweep failed", exc_info=True)

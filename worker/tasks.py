@@ -7,6 +7,7 @@ import logging
 from worker.celery_app import celery
 from worker.job_runner import JobRunner
 from worker.reselect import compute_selection
+from worker.staged_job import help_with_shards
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +22,11 @@ def run_job(job_id: str) -> None:
 def reselect(selection_id: str) -> None:
     """A new selection from stored scores; cheap, so it runs on the select queue."""
     compute_selection(selection_id)
+
+
+@celery.task(
+    name="tov.score_shards", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def score_shards(job_id: str) -> None:
+    """Help score a staged job's shards (scale-out); exits when none is left to claim."""
+    help_with_shards(job_id)

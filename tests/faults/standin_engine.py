@@ -145,6 +145,7 @@ def run_selection(
     progress: Callable[[ProgressEvent], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,  # the real engine's pool cache; nothing to cache here
 ) -> SelectionOutcome:
     """The stand-in run: deterministic in (pool, validation, config); resumable."""
     started = time.perf_counter()
