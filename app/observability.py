@@ -1,7 +1,8 @@
-"""JSON logs that carry the job id, and Prometheus metrics (/metrics)."""
+"""JSON logs that carry the job id, and Prometheus metrics (/metrics, optionally behind a token)."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -9,12 +10,15 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import get_settings
+from app.errors import problem
 
 current_job_id: ContextVar[str | None] = ContextVar("current_job_id", default=None)
 
@@ -125,5 +129,30 @@ def install_metrics(app: FastAPI) -> None:
     app.add_middleware(_Measure)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        refusal = metrics_refusal(request.headers.get("authorization"))
+        if refusal:
+            return problem(
+                401,
+                "Unauthorized",
+                refusal,
+                code="unauthorized",
+                instance="/metrics",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_refusal(authorization: str | None) -> str | None:
+    """Why a scrape is refused, or None. Open unless TOV_METRICS_TOKEN is set; then it takes
+    `Authorization: Bearer <token>` (compared in constant time), not an API key."""
+    token = get_settings().metrics_token
+    if token is None or not token.get_secret_value():
+        return None
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return "/metrics needs Authorization: Bearer <metrics token> (TOV_METRICS_TOKEN)."
+    expected = token.get_secret_value().encode()
+    if not hmac.compare_digest(given.strip().encode(), expected):
+        return "Invalid metrics token."
+    return None

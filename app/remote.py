@@ -1,10 +1,12 @@
-"""Remote dataset references: `https://` downloads under SSRF rules (OWASP API7).
+"""Remote dataset references: `https://`, `s3://` and `hf://`, under SSRF rules (OWASP API7).
 
-The rules, in order:
-1. The URI is plain: no whitespace, control characters, backslashes or credentials; at most
+`fetch_reference` dispatches on the scheme; `s3://` lives in app/remote_s3.py and `hf://` in
+app/remote_hf.py, both reusing rules 1 and 4 below. The rules for `https://`, in order:
+1. The URI is plain: ASCII, no whitespace, control characters, backslashes or credentials; at most
    MAX_URI_CHARS characters.
-2. The scheme is `https`. `s3://`, `gs://`, `hf://` ... are refused with "not configured" (this
-   deployment has no filesystem for them); anything else is refused as not allowed.
+2. The scheme is `https` (or `s3`/`hf` where configured). `gs://`, `az://` ... and `s3://`/`hf://`
+   on a deployment that did not configure them are refused with "not configured"; anything else
+   is refused as not allowed.
 3. The host is a DNS name or a canonical IP literal (no decimal/octal/hex spellings such as
    `2130706433` or `0x7f.1`), and it is on the allow-list `Settings.remote_hosts` (exact names,
    `*.example.com` for sub-domains, or `*` for any host). An empty list refuses every host.
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.config import Settings
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.storage import new_temp
 
@@ -80,14 +83,52 @@ def _shown(uri: str) -> str:
     return uri if len(uri) <= 200 else uri[:200] + "..."
 
 
-def parse_remote(uri: str, allowed_hosts: list[str]) -> Target:
-    """Rules 1-3 of the module docstring; RemoteRefused says which one failed."""
+def check_plain(uri: str) -> None:
+    """Rule 1, for every scheme."""
     if len(uri) > MAX_URI_CHARS:
         raise RemoteRefused(f"The URI is longer than {MAX_URI_CHARS} characters.")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" for c in uri):
         raise RemoteRefused("The URI contains whitespace, control characters or backslashes.")
     if not uri.isascii():
         raise RemoteRefused("The URI must be ASCII (percent-encode the path; punycode the host).")
+
+
+SETTING_FOR_SCHEME = {"s3": "TOV_S3_BUCKETS", "hf": "TOV_HF_CACHE"}
+
+
+def not_configured(scheme: str) -> RemoteRefused:
+    setting = SETTING_FOR_SCHEME.get(scheme)
+    how = f"{setting} is not set" if setting else f"no {scheme} filesystem is installed"
+    return RemoteRefused(
+        f"{scheme}:// references are not configured on this deployment ({how}); upload the "
+        "file or use a reference this deployment accepts."
+    )
+
+
+def fetch_reference(uri: str, *, settings: Settings) -> Downloaded:
+    """Copy a remote reference into the artifact store (`incoming`) under its scheme's rules."""
+    scheme = uri.split(":", 1)[0].lower()
+    limit, root = settings.max_upload_bytes, settings.artifact_root
+    if scheme == "s3":
+        check_plain(uri)
+        if not settings.s3_buckets:
+            raise not_configured("s3")
+        from app.remote_s3 import fetch_s3_to_temp
+
+        return fetch_s3_to_temp(uri, root=root, limit=limit, settings=settings)
+    if scheme == "hf":
+        check_plain(uri)
+        if settings.hf_cache is None:
+            raise not_configured("hf")
+        from app.remote_hf import fetch_hf_to_temp
+
+        return fetch_hf_to_temp(uri, root=root, limit=limit, cache=settings.hf_cache)
+    return fetch_to_temp(uri, root=root, limit=limit, allowed_hosts=settings.remote_hosts)
+
+
+def parse_remote(uri: str, allowed_hosts: list[str]) -> Target:
+    """Rules 1-3 of the module docstring; RemoteRefused says which one failed."""
+    check_plain(uri)
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -95,10 +136,7 @@ def parse_remote(uri: str, allowed_hosts: list[str]) -> Target:
         raise RemoteRefused(f"'{_shown(uri)}' is not a valid URL: {exc}.") from None
     scheme = parts.scheme.lower()
     if scheme in UNCONFIGURED_SCHEMES:
-        raise RemoteRefused(
-            f"{scheme}:// references are not configured on this deployment (no {scheme} "
-            "filesystem is installed); upload the file or use an https:// URL on an allowed host."
-        )
+        raise not_configured(scheme)
     if scheme not in REMOTE_SCHEMES:
         raise RemoteRefused(
             f"The scheme '{scheme[:20]}' is not allowed for remote datasets; use https://."
@@ -108,7 +146,7 @@ def parse_remote(uri: str, allowed_hosts: list[str]) -> Target:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise RemoteRefused(f"'{_shown(uri)}' names no host.")
-    _check_host_syntax(host)
+    check_host_syntax(host)
     if not host_allowed(host, allowed_hosts):
         raise RemoteRefused(
             f"The host '{host}' is not on the allow-list of remote hosts (TOV_REMOTE_HOSTS)"
@@ -120,7 +158,7 @@ def parse_remote(uri: str, allowed_hosts: list[str]) -> Target:
     return Target(uri=uri, host=host, port=port or 443, path=path)
 
 
-def _check_host_syntax(host: str) -> None:
+def check_host_syntax(host: str) -> None:
     try:
         ipaddress.ip_address(host)
         return  # a canonical literal (IPv6 came without its brackets)

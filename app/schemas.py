@@ -2,18 +2,93 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+RFC3339_EXAMPLE = "2026-01-31T09:30:00Z"
+
+
+def parse_rfc3339(value: object) -> datetime | None:
+    """An RFC 3339 date-time with its offset (what OpenAPI's `format: date-time` means), in UTC.
+
+    Stricter than pydantic's datetime, which also takes Unix times ("0") and naive values.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    text = value if isinstance(value, str) else ""
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError(f"must be an RFC 3339 date-time with a time zone, e.g. {RFC3339_EXAMPLE}")
+    day, minutes, seconds, fraction, offset = match.groups()
+    seconds = "59" if seconds == "60" else seconds  # a leap second: the end of that minute
+    fraction = (fraction or "")[:7]  # microseconds at most
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        parsed = datetime.fromisoformat(f"{day}T{minutes}:{seconds}{fraction}{offset}")
+    except ValueError:
+        raise ValueError(f"'{text[:40]}' is not a valid date and time") from None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"'{text[:40]}' is out of range once converted to UTC") from None
+
+
+# A query parameter of this type answers 422 for anything but an RFC 3339 date-time.
+OptionalRfc3339 = Annotated[datetime | None, BeforeValidator(parse_rfc3339)]
+
+
+def _key_value(value: str) -> str:
+    key, sep, _ = value.partition(":")
+    if not sep or not key:
+        raise ValueError("must look like key:value (a non-empty key, a colon, then the value)")
+    return value
+
+
+# One `?metadata=key:value` filter.
+MetadataFilter = Annotated[
+    str,
+    AfterValidator(_key_value),
+    WithJsonSchema({"type": "string", "pattern": "^[^:]+:"}),
+]
+
+
+# Documented shapes of dataset references: an absolute path, file://..., a remote SCHEME://...
+# in printable ASCII without backslashes (app.remote rule 1), or for jobs a dataset id. The
+# services refuse anything else with a precise 422.
+_REMOTE_PATTERN = r"[A-Za-z][A-Za-z0-9+.-]*://[!-\[\]-~]*$"
+URI_PATTERN = rf"^(/|file://|{_REMOTE_PATTERN})"
+REFERENCE_PATTERN = rf"^(ds_|/|file://|{_REMOTE_PATTERN})"
+
+
 class DatasetRegister(Strict):
-    uri: str = Field(description="file:// path under a configured data root")
+    uri: str = Field(
+        min_length=1,
+        json_schema_extra={"pattern": URI_PATTERN},
+        description="file:// path under a configured data root, or an https://, s3:// or "
+        "hf://datasets/... reference where the deployment allows it",
+    )
     name: str | None = Field(default=None, max_length=300)
 
 
@@ -53,22 +128,42 @@ class ToVParams(Strict):
     tokens_per_batch: int = Field(default=8192, ge=128, le=1_048_576)
 
 
+# A budget is a whole row count (>= 1) or a fraction (0 < b < 1); the schema says so exactly.
+BUDGET_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    ],
+    "description": "a count (a whole number >= 1) or a fraction (0 < budget < 1)",
+}
+
+
 class SelectionParams(Strict):
-    budget: float = Field(default=0.1, gt=0, description="a count (>= 1) or a fraction (< 1)")
+    budget: Annotated[float, WithJsonSchema(BUDGET_SCHEMA)] = Field(
+        default=0.1, gt=0, allow_inf_nan=False
+    )
     strategy: Literal["score+random", "score-only"] = "score+random"
     num_bins: int = Field(default=10, ge=1, le=1000)
 
     @field_validator("budget")
     @classmethod
     def _whole_count(cls, value: float) -> float:
-        if value >= 1 and value != int(value):
+        if value >= 1 and not value.is_integer():
             raise ValueError("a budget of 1 or more is a row count and must be a whole number")
         return value
 
 
 class JobCreate(Strict):
-    pool: str = Field(description="a dataset id (ds_...) or a file:// path under a data root")
-    validation: str = Field(description="a dataset id (ds_...) or a file:// path")
+    pool: str = Field(
+        min_length=1,
+        json_schema_extra={"pattern": REFERENCE_PATTERN},
+        description="a dataset id (ds_...), a file:// path under a data root or a remote reference",
+    )
+    validation: str = Field(
+        min_length=1,
+        json_schema_extra={"pattern": REFERENCE_PATTERN},
+        description="a dataset id (ds_...), a file:// path or a remote reference",
+    )
     model: str | None = Field(default=None, max_length=500, description="model name or folder")
     task: Literal["causal_lm", "token_classification"] = "causal_lm"
     method: Literal["tov", "random", "uncertainty", "less"] = "tov"

@@ -1,10 +1,11 @@
-"""/v1/datasets: upload a JSONL body, or register a server-side file by its file:// URI."""
+"""/v1/datasets: upload a dataset body, or register a reference (file://, https://, s3://, hf://)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import SessionDep, TenantDep
@@ -27,6 +28,22 @@ UPLOAD_DOC = {
 }
 
 
+def _register_body(raw: bytes) -> DatasetRegister:
+    """The JSON body of a registration; 422 naming each bad field, like FastAPI's own bodies."""
+    try:
+        return DatasetRegister.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": ".".join(("body", *(str(part) for part in err["loc"]))),
+                "reason": err["msg"],
+            }
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        raise InvalidInput(detail, errors=errors) from None
+
+
 @router.post("", status_code=201, response_model=DatasetRead, openapi_extra=UPLOAD_DOC)
 async def create_dataset(
     request: Request,
@@ -37,10 +54,7 @@ async def create_dataset(
     settings = get_settings()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        try:
-            body = DatasetRegister.model_validate_json(await request.body())
-        except ValueError as exc:
-            raise InvalidInput(f"body: {exc}") from exc
+        body = _register_body(await request.body())
         dataset = await run_in_threadpool(  # may download or read a big file: not on the loop
             service.register_dataset,
             session=session,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +19,15 @@ from app.exporting import MEDIA_TYPES, ExportFormat, iter_export, iter_subset
 from app.limits import job_quota, rate_limit
 from app.models import Dataset, JobEvent, JobStatus, Tenant, utcnow
 from app.queue import publish_job, publish_reselect
-from app.schemas import JobCreate, JobList, JobRead, SelectionCreate, SelectionRead
+from app.schemas import (
+    JobCreate,
+    JobList,
+    JobRead,
+    MetadataFilter,
+    OptionalRfc3339,
+    SelectionCreate,
+    SelectionRead,
+)
 from app.services import jobs as service
 from app.services import selections
 from app.services.results import load_selection, read_scores
@@ -60,10 +67,13 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     status: Annotated[JobStatus | None, Query()] = None,
-    created_after: Annotated[datetime | None, Query()] = None,
-    created_before: Annotated[datetime | None, Query()] = None,
+    created_after: Annotated[
+        OptionalRfc3339, Query(description="RFC 3339 with an offset, e.g. 2026-01-31T09:30:00Z")
+    ] = None,
+    created_before: Annotated[OptionalRfc3339, Query(description="exclusive; RFC 3339")] = None,
     metadata: Annotated[
-        list[str] | None, Query(max_length=20, description="key:value, exact match; repeatable")
+        list[MetadataFilter] | None,
+        Query(max_length=20, description="key:value, exact match; repeatable"),
     ] = None,
 ) -> JobList:
     pairs = [item.partition(":") for item in metadata or []]

@@ -21,7 +21,7 @@ from app.dataset_checks import (
 )
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Dataset, Job, Tenant, new_id
-from app.remote import fetch_to_temp, is_remote
+from app.remote import fetch_reference, is_remote
 from app.storage import dataset_path, move_into_place, receive_to_temp, resolve_under_roots
 
 
@@ -86,14 +86,10 @@ def register_dataset(
     *, session: Session, settings: Settings, tenant: Tenant, uri: str, name: str | None
 ) -> Dataset:
     """Register a server-side file under a configured data root (validated now, read later),
-    or download an https:// reference into the store (app.remote's SSRF rules) and validate it."""
+    or copy an https://, s3:// or hf:// reference into the store (app.remote's SSRF rules) and
+    validate it like an upload."""
     if is_remote(uri):
-        got = fetch_to_temp(
-            uri,
-            root=settings.artifact_root,
-            limit=settings.max_upload_bytes,
-            allowed_hosts=settings.remote_hosts,
-        )
+        got = fetch_reference(uri, settings=settings)
         shown = name or got.name
         declared = CONTENT_TYPES.get(got.content_type)
         dataset_id, final, summary = _store(
@@ -141,7 +137,8 @@ def list_datasets(*, session: Session, tenant: Tenant, limit: int = 100) -> list
 def resolve_reference(
     *, session: Session, settings: Settings, tenant: Tenant, ref: str, field_name: str
 ) -> Dataset:
-    """A job's `pool`/`validation`: a dataset id, or a file:// path registered on the fly."""
+    """A job's `pool`/`validation`: a dataset id, or a file:// path or remote reference
+    registered on the fly."""
     try:
         if ref.startswith("ds_"):
             return get_dataset(session=session, tenant=tenant, dataset_id=ref)
@@ -153,7 +150,7 @@ def resolve_reference(
         raise type(exc)(f"{field_name}: {exc.detail}", errors=exc.errors) from exc
     raise InvalidInput(
         f"{field_name}: '{ref[:200]}' is neither a dataset id (ds_...), a file:// path nor an "
-        "https:// URL."
+        "https://, s3:// or hf:// reference."
     )
 
 
