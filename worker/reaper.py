@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 CLAIM_GRACE_SECONDS = 10.0  # a delivered message is claimed within seconds (a pool child starts)
+SELECTION_RESEND_SECONDS = 60.0  # a re-selection still pending this long after its send was lost
 
 # The reaper thread runs in the worker's main process, which forks a pool child for every job. A
 # fork taken mid-sweep would copy the database pool's locks held by this thread into the child,
@@ -164,15 +165,25 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
 
 
 def _resend_pending_selections(session: Session, now: datetime) -> int:
-    """Re-selections whose message was lost: pending for a minute means lost (they take ms)."""
+    """Re-selections whose message was lost: pending a minute after their last send (they take
+    milliseconds). Each is re-sent at most once a minute, so a selector that is down for an hour
+    finds 60 copies of nothing, not one per sweep."""
+    stale = now - timedelta(seconds=SELECTION_RESEND_SECONDS)
     ids = session.scalars(
         select(Selection.id)
-        .where(Selection.status == "pending", Selection.created_at < now - timedelta(seconds=60))
+        .where(
+            Selection.status == "pending",
+            Selection.created_at < stale,
+            or_(Selection.published_at.is_(None), Selection.published_at < stale),
+        )
         .limit(100)
+        .with_for_update(skip_locked=True)
     ).all()
-    for selection_id in ids:
-        publish_reselect(selection_id)
-    return len(ids)
+    sent = [selection_id for selection_id in ids if publish_reselect(selection_id)]
+    if sent:
+        session.execute(update(Selection).where(Selection.id.in_(sent)).values(published_at=now))
+    session.commit()
+    return len(sent)
 
 
 def _loop(stop: threading.Event) -> None:

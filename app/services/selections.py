@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
-from app.models import Job, JobStatus, Selection, Tenant
+from app.models import Job, JobStatus, Selection, Tenant, utcnow
 from app.schemas import SelectionCreate
 from app.services.jobs import get_job
 
@@ -36,6 +36,7 @@ def request_selection(
         from_random=b"",
         is_default=False,
         status="pending",
+        published_at=utcnow(),  # the route sends it right after the commit
     )
     session.add(row)
     session.flush()

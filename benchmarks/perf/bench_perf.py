@@ -169,11 +169,17 @@ def _summary(details: dict[str, Any]) -> dict[str, Any]:
         "multi_target_time_ratio": max(
             m["multi_target_time_ratio"] for m in details["multi_target"]
         ),
-        "two_worker_speedup": None,  # measured by the scale-out benchmark
+        "two_worker_speedup": _scale_out().get("two_worker_speedup"),
         **storage_figures(),
         "select_10m_seconds_engine": details["selection"]["select_seconds"],
         "details": details,
     }
+
+
+def _scale_out() -> dict[str, Any]:
+    """The two-worker figure from the scale-out benchmark's last run (it starts the service)."""
+    path = RESULTS / "scale_out.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def _print(result: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Shards of a staged job's scoring, each claimed and leased on its own
+"""Shards of a staged job's scoring, each claimed and leased on its own; selection.published_at
 
 Revision ID: 0003
 Revises: 0002
@@ -37,7 +37,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", "shard", name=op.f("pk_job_shard")),
     )
+    with op.batch_alter_table("selection", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("published_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("selection", schema=None) as batch_op:
+        batch_op.drop_column("published_at")
     op.drop_table("job_shard")
