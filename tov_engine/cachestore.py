@@ -22,7 +22,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when an entry's layout or the numerics behind it change
+# Bump when an entry's layout or the numerics behind it change (2: raw pool arrays, not .npz).
+CACHE_FORMAT = 2
 MANIFEST = "manifest.json"
 CHUNK = 1 << 22
 

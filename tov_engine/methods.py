@@ -20,7 +20,7 @@ from tov_engine.modeling import Surrogate, load_model, resolve_device
 from tov_engine.poolcache import DiskRounds, RoundSource, base_key
 from tov_engine.progress import Tracker
 from tov_engine.runner import Job, SelectionOutcome, draw_base, job_fingerprint_parts
-from tov_engine.scoring import run_pass, uncertainty_combine
+from tov_engine.scoring import uncertainty_combine
 from tov_engine.selection import select
 from tov_engine.tov import Trajectory, run_tov, score_units
 from tov_engine.training import EpochPlan, make_optimizer, train_epoch
@@ -178,7 +178,13 @@ def run_tov_job(
 
 
 def run_uncertainty_job(job: Job) -> SelectionOutcome:
-    """Max-uncertainty: theta_bas = L epochs on U, psi over R, length-binned selection."""
+    """Max-uncertainty: theta_bas = L epochs on U, psi over R, length-binned selection.
+
+    With job.checkpoint_dir the weights and optimizer after every base epoch, and the scores of
+    every SCORE_CHUNK_ROWS rows of R, are kept (resume.py); a rerun skips the finished work and
+    gives identical results. A folder of another job raises CheckpointError."""
+    from tov_engine import resume
+
     surrogate = build_surrogate(job)
     base, rest, rounds = split_pool(job)
     cfg = job.config.tov
@@ -188,19 +194,34 @@ def run_uncertainty_job(job: Job) -> SelectionOutcome:
         job.progress,
         job.should_cancel,
     )
+    store = None
+    if job.checkpoint_dir is not None:
+        digest = hashlib.sha256(base.astype(np.int64).tobytes()).hexdigest()
+        key = resume.stage_fingerprint(
+            "uncertainty", *resume.job_parts(job), digest, rounds, resume.SCORE_CHUNK_ROWS
+        )
+        store = resume.StageStore(job.checkpoint_dir, key, "uncertainty")
     start = time.perf_counter()
     optimizer = make_optimizer(surrogate.params("base"), cfg.learning_rate)
     pad_id = int(job.tokenizer.pad_token_id)
-    for k in range(rounds):  # the same base epochs (and seeds) as ToV's trajectory
+    done = resume.finished_epochs(store, rounds)
+    if store is not None and done:
+        resume.load_epoch(store, done - 1, surrogate, optimizer)
+        tracker.advance("train", done * len(base), f"resumed after epoch {done}")
+    for k in range(done, rounds):  # the same base epochs (and seeds) as ToV's trajectory
         plan = EpochPlan(
             job.pool, base, cfg.batch_size, (job.config.seed, k, 0), job.config.task, pad_id
         )
         train_epoch(surrogate.model, optimizer, plan, tracker)
+        if store is not None:
+            resume.save_epoch(store, k, surrogate, optimizer)
     job.stats["seconds_train"] = time.perf_counter() - start
     start = time.perf_counter()
     batches = plan_buckets(job.pool.seq_lengths, rest, cfg.tokens_per_batch)
     combine = uncertainty_combine(surrogate.model, job.config.task)
-    scores = run_pass(surrogate.model, job.pool, batches, combine, pad_id=pad_id, tracker=tracker)
+    scores = resume.resumable_pass(
+        store, surrogate.model, job.pool, batches, combine, pad_id=pad_id, tracker=tracker
+    )
     job.stats.update(
         rounds=rounds,
         base_size=len(base),

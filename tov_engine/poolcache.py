@@ -1,8 +1,10 @@
 """The pool cache: what a ToV job computes that does not depend on the validation set.
 
 Two kinds of entries live in the caller's `cache_dir` (cachestore.EntryStore: atomic, verified):
-  pools/<key>/            encoded.npz + meta.json: the tokenised pool, keyed by the pool file's
-                          sha256, the model folder's identity (the tokenizer), max_length and task
+  pools/<key>/            ids.bin, labels.bin, offsets.bin, truncated.bin, encoded.json (raw
+                          arrays, opened as read-only memmaps: encoding.open_encoded) + meta.json:
+                          the tokenised pool, keyed by the pool file's sha256, the model folder's
+                          identity (the tokenizer), max_length and task
   bases/<key>/round_NNN/  base.safetensors (theta_bas after round NNN's base epoch), optimizer.pt
                           (the base AdamW state then), logprobs.npy (float32 log p of every loss
                           token of R under theta_bas, in scoring-batch order: the "before" side)
@@ -18,6 +20,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,9 @@ from typing import Any
 import numpy as np
 
 from tov_engine.cachestore import EntryStore, digest
-from tov_engine.encoding import IGNORE, EncodedSet
+from tov_engine.encoding import IGNORE, EncodedSet, map_labels, open_encoded, write_encoded
 
 logger = logging.getLogger(__name__)
-
-ENCODED_FIELDS = ("ids", "labels", "offsets", "truncated")
-
 
 # ---- the tokenised pool -------------------------------------------------------------------
 
@@ -45,37 +45,78 @@ class CachedPool:
 
 
 def load_pool(store: EntryStore, key: str) -> CachedPool | None:
-    """The cached tokenised pool for `key`, or None."""
+    """The cached tokenised pool for `key`, or None. Its arrays are read-only memmaps of the
+    entry's files (a concurrent discard of the entry does not affect a mapped file)."""
     folder = store.open(f"pools/{key[:40]}", key)
     if folder is None:
         return None
-    with np.load(folder / "encoded.npz") as data:
-        encoded = EncodedSet(**{name: data[name] for name in ENCODED_FIELDS})
-    meta = json.loads((folder / "meta.json").read_text())
+    try:
+        encoded = open_encoded(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("pool cache: cannot read %s (%s); tokenising again", folder, exc)
+        return None
     return CachedPool(encoded=encoded, format=meta["format"], tags=meta["tags"])
 
 
 def save_pool(store: EntryStore, key: str, pool: CachedPool) -> None:
-    """Publish the tokenised pool under `key` (best effort: a failed write only logs)."""
+    """Publish the tokenised pool under `key`, copying its arrays in chunks (best effort: a failed
+    write only logs)."""
     try:
         with store.writing(f"pools/{key[:40]}", key) as tmp:
-            arrays = {name: getattr(pool.encoded, name) for name in ENCODED_FIELDS}
-            np.savez(tmp / "encoded.npz", **arrays)  # type: ignore[arg-type]
+            write_encoded(pool.encoded, tmp)
             (tmp / "meta.json").write_text(json.dumps({"format": pool.format, "tags": pool.tags}))
     except OSError as exc:
         logger.warning("pool cache: could not write the tokenised pool (%s); continuing", exc)
 
 
+def encode_into_cache(
+    store: EntryStore,
+    key: str,
+    encode: Callable[[Path | None], EncodedSet],
+    fmt: str,
+    tags: list[Any] | None,
+) -> CachedPool:
+    """Tokenise straight into a new pool-cache entry and publish it (no second copy on disk).
+
+    Args:
+        store: the pool cache. key: pool_key(...). encode: folder -> EncodedSet (encode_rows with
+            `folder`); called with None when the cache cannot be written. fmt, tags: the pool's.
+    Returns:
+        The pool, mapped from the published entry (or from where it was written).
+    """
+    try:
+        tmp = store.start(f"pools/{key[:40]}")
+    except OSError as exc:
+        logger.warning("pool cache: cannot write %s (%s); continuing", store.root, exc)
+        return CachedPool(encode(None), fmt, tags)
+    try:
+        encoded = encode(tmp)
+        (tmp / "meta.json").write_text(json.dumps({"format": fmt, "tags": tags}))
+    except BaseException:
+        store.drop(tmp)
+        raise
+    try:
+        store.seal(tmp, f"pools/{key[:40]}", key)
+    except OSError as exc:
+        logger.warning("pool cache: could not keep the tokenised pool (%s); continuing", exc)
+    # The mapped files stay readable after the folder is renamed or dropped.
+    return CachedPool(encoded, fmt, tags)
+
+
 def relabel(encoded: EncodedSet, own: list[Any], labels: list[Any]) -> EncodedSet:
-    """Map label ids into the pool's own tags onto ids into the job's label set (a superset)."""
+    """Map label ids into the pool's own tags onto ids into the job's label set (a superset).
+    Chunk by chunk; a pool on disk gets its new labels on disk too."""
     index = {tag: i for i, tag in enumerate(labels)}
     mapping = np.array([index[tag] for tag in own] or [0], dtype=np.int32)
-    bearing = encoded.labels != IGNORE
-    out = np.full_like(encoded.labels, IGNORE)
-    out[bearing] = mapping[encoded.labels[bearing]]
-    return EncodedSet(
-        ids=encoded.ids, labels=out, offsets=encoded.offsets, truncated=encoded.truncated
-    )
+
+    def convert(part: np.ndarray) -> np.ndarray:
+        bearing = part != IGNORE
+        out = np.full_like(part, IGNORE)
+        out[bearing] = mapping[part[bearing]]
+        return out
+
+    return map_labels(encoded, convert)
 
 
 # ---- the base trajectory ------------------------------------------------------------------

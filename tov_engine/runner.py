@@ -18,9 +18,9 @@ import numpy as np
 from tov_engine.cachestore import EntryStore, file_sha256
 from tov_engine.config import JobConfig, SelectionConfig
 from tov_engine.data import inspect_dataset, read_rows
-from tov_engine.encoding import EncodedSet, encode_rows, label_set
+from tov_engine.encoding import EncodedSet, array_sha256, encode_rows, label_set
 from tov_engine.errors import ConfigError
-from tov_engine.poolcache import CachedPool, load_pool, pool_key, relabel, save_pool
+from tov_engine.poolcache import CachedPool, encode_into_cache, load_pool, pool_key, relabel
 from tov_engine.progress import ProgressCallback
 from tov_engine.selection import Selection, select_random
 
@@ -74,14 +74,12 @@ def draw_base(pool_size: int, base_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(pool_size, size=base_size, replace=False)).astype(np.int64)
 
 
-def _encode_pool(config: JobConfig, tokenizer: Any, path: Path, fmt: str) -> CachedPool:
-    """Tokenise the pool; token-classification labels are ids into the pool's own tags."""
-    tags = label_ids = None
-    if config.task == "token_classification":
-        tags = label_set(read_rows(path), str(path))
-        label_ids = {tag: i for i, tag in enumerate(tags)}
-    kw: dict[str, Any] = dict(max_length=config.max_length, label_ids=label_ids)
-    return CachedPool(encode_rows(tokenizer, read_rows(path), **kw), fmt, tags)
+def _pool_tags(config: JobConfig, path: Path) -> tuple[list[Any] | None, dict[Any, int] | None]:
+    """Token classification: the pool's own tag set and its ids (labels are ids into it)."""
+    if config.task != "token_classification":
+        return None, None
+    tags = label_set(read_rows(path), str(path))
+    return tags, {tag: i for i, tag in enumerate(tags)}
 
 
 def lookup_pool(
@@ -104,11 +102,22 @@ def lookup_pool(
 def build_pool(
     config: JobConfig, tokenizer: Any, pool_path: Path, fmt: str, cache_dir: Path | None, key: str
 ) -> CachedPool:
-    """Tokenise the pool and keep it in the pool cache when there is one."""
-    pool = _encode_pool(config, tokenizer, pool_path, fmt)
-    if cache_dir is not None:
-        save_pool(EntryStore(cache_dir), key, pool)
-    return pool
+    """Tokenise the pool, streamed: straight into the pool cache when there is one (memory-mapped
+    from there), else in memory or a temporary file (encoding.py)."""
+    tags, label_ids = _pool_tags(config, pool_path)
+
+    def encode(folder: Path | None) -> EncodedSet:
+        return encode_rows(
+            tokenizer,
+            read_rows(pool_path),
+            max_length=config.max_length,
+            label_ids=label_ids,
+            folder=folder,
+        )
+
+    if cache_dir is None:
+        return CachedPool(encode(None), fmt, tags)
+    return encode_into_cache(EntryStore(cache_dir), key, encode, fmt, tags)
 
 
 def _finish_encoding(
@@ -192,7 +201,7 @@ def job_fingerprint_parts(job: Job) -> tuple[Any, ...]:
     """What determines the rounds: data, model, settings (not the selection, not the device)."""
     config = dataclasses.replace(job.config, selection=SelectionConfig(), device=None)
     arrays = (job.pool.ids, job.pool.labels, job.val.ids, job.val.labels)
-    data = hashlib.sha256(b"".join(hashlib.sha256(a.tobytes()).digest() for a in arrays))
+    data = hashlib.sha256(b"".join(array_sha256(a) for a in arrays))  # chunked: no pool copy
     return (str(job.model.resolve()), data.hexdigest(), config)
 
 

@@ -118,7 +118,7 @@ def test_a_damaged_entry_is_detected_and_rebuilt(
     data = bytearray(logprobs.read_bytes())
     data[-4:] = b"\x00\x00\x80\x7f"  # the last base log-prob becomes +inf: same size, other hash
     logprobs.write_bytes(bytes(data))
-    (encoded,) = cache.glob("pools/*/encoded.npz")
+    (encoded,) = cache.glob("pools/*/labels.bin")
     encoded.write_bytes(encoded.read_bytes()[:-10])  # a truncated file
     again = _run(files, "val", tiny_causal_lm_dir, config, cache_dir=cache)
     assert again.stats["base_rounds_reused"] == 0  # not used: recomputed and published again
@@ -139,7 +139,7 @@ def test_the_tokenised_pool_is_reused(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the pool was tokenised again")
 
-    monkeypatch.setattr(runner, "_encode_pool", refuse)
+    monkeypatch.setattr(runner, "build_pool", refuse)
     monkeypatch.setattr(runner, "inspect_dataset", lambda path: None)  # not even re-validated
     again = _run(files, "val2", tiny_causal_lm_dir, config, cache_dir=cache)
     assert np.array_equal(first.lengths, again.lengths)
@@ -211,3 +211,55 @@ def test_concurrent_publication_keeps_one_whole_entry(tmp_path: Path) -> None:
     assert manifest["key"] == "key/0" and set(manifest["files"]) == {"data.bin"}
     assert store.open("bases/k/round_000", "another key") is None
     assert [p.name for p in (tmp_path / "bases" / "k").iterdir()] == ["round_000"]
+
+
+def test_a_pool_on_disk_gives_the_same_result(
+    files: dict[str, Path], tiny_causal_lm_dir: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from tov_engine import encoding
+    from tov_engine.runner import prepare_job
+
+    config = _config()
+    plain = _run(files, "val", tiny_causal_lm_dir, config)
+    monkeypatch.setattr(encoding, "CHUNK_TOKENS", 64)  # the pool spills to a temporary folder
+    kw: dict[str, Any] = dict(
+        pool_path=files["pool"], validation_path=files["val"], model=tiny_causal_lm_dir
+    )
+    job = prepare_job(**kw, config=config)
+    assert job.pool.on_disk and isinstance(job.pool.labels, np.memmap)
+    _same(plain, _run(files, "val", tiny_causal_lm_dir, config))
+    cache = tmp_path / "cache"
+    _run(files, "val", tiny_causal_lm_dir, config, cache_dir=cache)
+    cached = prepare_job(**kw, config=config, cache_dir=cache)
+    assert cached.pool.on_disk and str(cache) in str(cached.pool.ids.filename)
+    assert np.array_equal(cached.pool.ids, job.pool.ids)
+    assert np.array_equal(cached.pool.loss_lengths, job.pool.loss_lengths)
+
+
+def test_encode_into_cache_publishes_the_entry_it_wrote(
+    tmp_path: Path, tiny_causal_lm_dir: Path
+) -> None:
+    from tov_engine.data import read_rows
+    from tov_engine.encoding import encode_rows
+    from tov_engine.modeling import load_tokenizer
+    from tov_engine.poolcache import encode_into_cache, load_pool
+
+    tokenizer = load_tokenizer(tiny_causal_lm_dir)
+    rows = [{"text": f"row {i} of the pool"} for i in range(12)]
+    pool_file = tmp_path / "pool.jsonl"
+    pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = EntryStore(tmp_path / "cache")
+
+    def encode(folder: Path | None) -> Any:
+        return encode_rows(tokenizer, read_rows(pool_file), max_length=16, folder=folder)
+
+    made = encode_into_cache(store, "k" * 64, encode, "text", None)
+    loaded = load_pool(store, "k" * 64)
+    assert loaded is not None and loaded.format == "text" and loaded.encoded.on_disk
+    for name in ("ids", "labels", "offsets", "truncated"):
+        assert np.array_equal(getattr(made.encoded, name), getattr(loaded.encoded, name))
+    assert not list((tmp_path / "cache").rglob(".tmp-*"))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder")
+    uncached = encode_into_cache(EntryStore(blocked), "k" * 64, encode, "text", None)
+    assert np.array_equal(uncached.encoded.ids, made.encoded.ids)
