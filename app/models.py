@@ -109,7 +109,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     request_hash: Mapped[str] = mapped_column(String(64))
     pool_dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"))
-    validation_dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"))
+    validation_dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"))  # the first target
+    # Every target's validation dataset id, in order (a multi-target job has 2..16; None on jobs
+    # created before targets existed: read it through app.services.jobs.target_dataset_ids).
+    validation_dataset_ids: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     model: Mapped[str] = mapped_column(String(500))
     task: Mapped[str] = mapped_column(String(40))
     method: Mapped[str] = mapped_column(String(40))
@@ -156,6 +159,8 @@ class ScoreChunk(Base):
     __tablename__ = "score_chunk"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    # Which of the job's targets (validation sets) these scores are for: 0..K-1.
+    target: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")
     chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
     start_row: Mapped[int] = mapped_column(BigInteger)
     count: Mapped[int] = mapped_column(Integer)
@@ -169,6 +174,7 @@ class Selection(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("sel"))
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    target: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0..K-1
     budget: Mapped[float] = mapped_column(Float)
     strategy: Mapped[str] = mapped_column(String(40))
     num_bins: Mapped[int] = mapped_column(Integer)

@@ -82,6 +82,21 @@ URI_PATTERN = rf"^(/|file://|{_REMOTE_PATTERN})"
 REFERENCE_PATTERN = rf"^(ds_|/|file://|{_REMOTE_PATTERN})"
 
 
+# One dataset reference in a job body (an item of `targets`).
+DatasetReference = Annotated[
+    str, Field(min_length=1, json_schema_extra={"pattern": REFERENCE_PATTERN})
+]
+MIN_TARGETS, MAX_TARGETS = 2, 16
+_REFERENCE_SCHEMA = {"type": "string", "minLength": 1, "pattern": REFERENCE_PATTERN}
+_TARGETS_SCHEMA = {
+    "type": "array",
+    "items": _REFERENCE_SCHEMA,
+    "minItems": MIN_TARGETS,
+    "maxItems": MAX_TARGETS,
+    "uniqueItems": True,
+}
+
+
 class DatasetRegister(Strict):
     uri: str = Field(
         min_length=1,
@@ -154,15 +169,30 @@ class SelectionParams(Strict):
 
 
 class JobCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["validation"]}, {"required": ["targets"]}]},
+    )
+
     pool: str = Field(
         min_length=1,
         json_schema_extra={"pattern": REFERENCE_PATTERN},
         description="a dataset id (ds_...), a file:// path under a data root or a remote reference",
     )
-    validation: str = Field(
+    validation: Annotated[str | None, WithJsonSchema(_REFERENCE_SCHEMA)] = Field(
+        default=None,
         min_length=1,
-        json_schema_extra={"pattern": REFERENCE_PATTERN},
-        description="a dataset id (ds_...), a file:// path or a remote reference",
+        description="the target examples: a dataset id (ds_...), a file:// path or a remote "
+        "reference. Give this or `targets`, not both.",
+    )
+    targets: Annotated[list[DatasetReference] | None, WithJsonSchema(_TARGETS_SCHEMA)] = Field(
+        default=None,
+        min_length=MIN_TARGETS,
+        max_length=MAX_TARGETS,
+        description=f"{MIN_TARGETS} to {MAX_TARGETS} distinct validation sets (same forms as "
+        "`validation`), scored in one multi-target job that shares the pool's validation-free "
+        "work; results are per target (`?target=k`, 0-based in this order). Give this or "
+        "`validation`, not both.",
     )
     model: str | None = Field(default=None, max_length=500, description="model name or folder")
     task: Literal["causal_lm", "token_classification"] = "causal_lm"
@@ -173,11 +203,36 @@ class JobCreate(Strict):
     max_length: int = Field(default=512, ge=8, le=32768)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("validation", "targets", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:  # only an explicit null: an absent field keeps its default
+            raise ValueError("must not be null; leave the field out instead")
+        return value
+
     @model_validator(mode="after")
     def _distinct(self) -> JobCreate:
         if len(str(self.metadata)) > 16_384:
             raise ValueError("metadata is larger than 16 KiB")
+        if (self.validation is None) == (self.targets is None):
+            given = "both were given" if self.validation is not None else "neither was given"
+            raise ValueError(
+                "give exactly one of `validation` (one validation set) or `targets` "
+                f"({MIN_TARGETS} to {MAX_TARGETS} validation sets); {given}"
+            )
+        if self.targets is not None:
+            for k, ref in enumerate(self.targets):
+                first = self.targets.index(ref)
+                if first < k:
+                    raise ValueError(f"targets[{k}] repeats targets[{first}] ('{ref[:200]}')")
         return self
+
+    def target_refs(self) -> list[str]:
+        """The validation references in target order (one for a single-target job)."""
+        if self.targets is not None:
+            return list(self.targets)
+        assert self.validation is not None  # the validator guarantees one of the two
+        return [self.validation]
 
 
 class Progress(BaseModel):
@@ -199,7 +254,9 @@ class JobRead(BaseModel):
     status: str
     progress: Progress
     pool: str
-    validation: str
+    validation: str = Field(description="the validation dataset id (of the first target)")
+    targets: list[str] = Field(description="every target's validation dataset id, in order")
+    k: int = Field(description="the number of targets (1 for a single validation set)")
     model: str
     task: str
     method: str
@@ -222,6 +279,12 @@ class JobList(BaseModel):
 
 class SelectionCreate(SelectionParams):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="default: the job's")
+    target: int = Field(
+        default=0,
+        ge=0,
+        lt=MAX_TARGETS,
+        description="which target's scores to select from (0-based; 0 for a single-target job)",
+    )
 
 
 class SelectionRead(BaseModel):
@@ -229,6 +292,7 @@ class SelectionRead(BaseModel):
 
     id: str
     job_id: str
+    target: int  # which of the job's targets it selects for (0..K-1)
     status: str  # pending | ready | failed
     budget: float
     strategy: str

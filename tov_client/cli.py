@@ -164,7 +164,11 @@ def _show_job(job: Job) -> None:
         ("progress", f"{100 * p.fraction:.1f}% ({p.rows_done}/{p.rows_total} rows{eta})"),
         ("message", p.message or ""),
         ("pool", job.pool),
-        ("validation", job.validation),
+        *(
+            [("validation", job.validation)]
+            if job.k <= 1
+            else [("targets", ", ".join(f"{k}: {t}" for k, t in enumerate(job.targets)))]
+        ),
         ("model", job.model),
         ("method", f"{job.method} ({job.task})"),
         ("params", json.dumps(job.params)),
@@ -289,7 +293,14 @@ def jobs_create(
     pool: Annotated[
         str, typer.Option(help="Dataset id, server file:// path, or a local file (uploaded first).")
     ],
-    validation: Annotated[str, typer.Option(help="Same forms as --pool: the target examples.")],
+    validation: Annotated[
+        list[str],
+        typer.Option(
+            help="Same forms as --pool: the target examples. Repeat it (2 to 16 times) for a "
+            "multi-target job: one pool scored for each validation set, targets 0, 1, ... in "
+            "the order given."
+        ),
+    ],
     model: Annotated[str | None, typer.Option(help="Model name on the server.")] = None,
     budget: Annotated[float | None, typer.Option(help="Rows to select, or a fraction < 1.")] = None,
     strategy: Annotated[str | None, typer.Option(help="score+random | score-only")] = None,
@@ -333,9 +344,11 @@ def jobs_create(
         selection["num_bins"] = num_bins
     meta = {**extra.pop("metadata", {}), **_pairs(metadata, "--metadata")}
     with errors_reported(as_json), ctx.obj.client() as client:
+        refs = [_dataset_ref(client, v, as_json) for v in validation]
         job = client.create_job(
             _dataset_ref(client, pool, as_json),
-            _dataset_ref(client, validation, as_json),
+            refs[0] if len(refs) == 1 else None,
+            targets=refs if len(refs) > 1 else None,
             model=model,
             budget=budget,
             strategy=strategy,
@@ -461,6 +474,10 @@ def download(
         ),
     ] = None,
     selection_id: Annotated[str | None, typer.Option(help="A re-selection (sel_...).")] = None,
+    target: Annotated[
+        int | None,
+        typer.Option(min=0, help="Which target of a multi-target job, 0-based (default 0)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Download a succeeded job's selection, scores or selected rows."""
@@ -469,14 +486,20 @@ def download(
     if fmt not in ("jsonl", "csv", "parquet"):
         raise typer.BadParameter("jsonl | csv | parquet", param_hint="--format")
     with errors_reported(as_json), ctx.obj.client() as client:
-        kwargs: dict[str, Any] = {"format": fmt, "dest": output, "selection_id": selection_id}
+        kwargs: dict[str, Any] = {
+            "format": fmt,
+            "dest": output,
+            "selection_id": selection_id,
+            "target": target,
+        }
         if as_json:
             path = client.download(job_id, what, **kwargs)  # type: ignore[arg-type]
         else:
             with transfer_progress(f"{what}.{fmt}", console=err) as show:
                 path = client.download(job_id, what, on_progress=show, **kwargs)  # type: ignore[arg-type]
     if as_json:
-        emit_json({"path": str(path), "bytes": path.stat().st_size, "what": what, "format": fmt})
+        written = {"path": str(path), "bytes": path.stat().st_size, "what": what, "format": fmt}
+        emit_json(written if target is None else {**written, "target": target})
     else:
         out.print(f"wrote {path} ({path.stat().st_size:,} bytes)", highlight=False)
 

@@ -7,7 +7,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,8 +182,9 @@ class Client:
     def create_job(
         self,
         pool: str | Dataset,
-        validation: str | Dataset,
+        validation: str | Dataset | Sequence[str | Dataset] | None = None,
         *,
+        targets: Sequence[str | Dataset] | None = None,
         model: str | None = None,
         budget: float | None = None,
         strategy: str | None = None,
@@ -200,17 +201,30 @@ class Client:
         """Start a selection job (the API answers 202 with the queued job).
 
         ``pool`` and ``validation`` are dataset ids (or ``Dataset`` objects) or server-side
-        ``file://`` paths. ``budget`` (a count, or a fraction below 1) and ``strategy`` are
+        ``file://`` paths. For a multi-target job give ``targets``, 2 to 16 validation sets
+        (or a list as ``validation``): one job scores the pool for each, sharing the work that
+        does not depend on the validation set; fetch target k's results with ``target=k``.
+        ``budget`` (a count, or a fraction below 1) and ``strategy`` are
         shortcuts into ``selection``; ``tov`` holds the Train-on-Validation knobs. An
         ``Idempotency-Key`` (a fresh uuid4 unless given) makes the automatic retries safe:
         the server returns the same job for the same key and body.
         """
+        if isinstance(validation, Sequence) and not isinstance(validation, str):
+            if targets is not None:
+                raise TypeError("give the validation sets as `validation` or `targets`, not both")
+            targets = list(validation)
+            validation = None
+            if len(targets) == 1:  # one validation set is a plain job
+                validation, targets = targets[0], None
+        if (validation is None) == (targets is None):
+            raise TypeError("give exactly one of `validation` or `targets`")
         chosen = dict(selection or {})
         chosen.update(_drop_none({"budget": budget, "strategy": strategy}))
         body = _drop_none(
             {
                 "pool": _ref(pool),
-                "validation": _ref(validation),
+                "validation": None if validation is None else _ref(validation),
+                "targets": None if targets is None else [_ref(t) for t in targets],
                 "model": model,
                 "method": method,
                 "task": task,
@@ -303,10 +317,18 @@ class Client:
         strategy: str | None = None,
         num_bins: int | None = None,
         seed: int | None = None,
+        target: int | None = None,
     ) -> Selection:
-        """Re-select from a succeeded job's stored scores (no GPU); poll ``get_selection``."""
+        """Re-select from a succeeded job's stored scores (no GPU); poll ``get_selection``.
+        ``target``: which target of a multi-target job (default 0)."""
         body = _drop_none(
-            {"budget": budget, "strategy": strategy, "num_bins": num_bins, "seed": seed}
+            {
+                "budget": budget,
+                "strategy": strategy,
+                "num_bins": num_bins,
+                "seed": seed,
+                "target": target,
+            }
         )
         response = self._request("POST", f"/v1/jobs/{job_id}/selections", json=body)
         return Selection.model_validate(response.json())
@@ -329,22 +351,24 @@ class Client:
         format: ExportFormat = "jsonl",
         dest: str | os.PathLike[str] | None = None,
         selection_id: str | None = None,
+        target: int | None = None,
         on_progress: ByteProgress | None = None,
     ) -> Path:
         """Download a result file and return where it was written.
 
         ``what``: ``selection`` (index, score, source), ``scores`` (index, score, length for
-        every pool row) or ``subset`` (the selected rows themselves). ``dest`` may be a file
+        every pool row) or ``subset`` (the selected rows themselves); ``target``: which target
+        of a multi-target job (default 0, or a named selection's own). ``dest`` may be a file
         or a folder (an existing one, or a path ending in ``/``: the server's file name is
         used); default: the current folder.
         The file appears complete or not at all (written to ``.part``, then renamed).
         """
-        params = _drop_none({"format": format, "selection_id": selection_id})
+        params = _drop_none({"format": format, "selection_id": selection_id, "target": target})
         response = self._request("GET", f"/v1/jobs/{job_id}/{what}", params=params, stream=True)
         try:
-            target = _target_path(dest, response, f"{job_id}-{what}.{format}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".part")
+            path = _target_path(dest, response, f"{job_id}-{what}.{format}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".part")
             total = _content_length(response)
             done = 0
             with partial.open("wb") as out:
@@ -353,10 +377,10 @@ class Client:
                     done += len(chunk)
                     if on_progress:
                         on_progress(done, total)
-            partial.replace(target)
+            partial.replace(path)
         finally:
             response.close()
-        return target
+        return path
 
     def download_bytes(
         self,
@@ -365,29 +389,44 @@ class Client:
         *,
         format: ExportFormat = "jsonl",
         selection_id: str | None = None,
+        target: int | None = None,
     ) -> bytes:
         """A result file's bytes, in memory."""
-        params = _drop_none({"format": format, "selection_id": selection_id})
+        params = _drop_none({"format": format, "selection_id": selection_id, "target": target})
         return self._request("GET", f"/v1/jobs/{job_id}/{what}", params=params).content
 
     def read_table(
-        self, job_id: str, what: ResultKind = "selection", *, selection_id: str | None = None
+        self,
+        job_id: str,
+        what: ResultKind = "selection",
+        *,
+        selection_id: str | None = None,
+        target: int | None = None,
     ) -> pyarrow.Table:
         """A result as a ``pyarrow.Table`` (fetched as Parquet)."""
         import pyarrow.parquet as pq
 
-        data = self.download_bytes(job_id, what, format="parquet", selection_id=selection_id)
+        data = self.download_bytes(
+            job_id, what, format="parquet", selection_id=selection_id, target=target
+        )
         return pq.read_table(io.BytesIO(data))
 
     def read_frame(
-        self, job_id: str, what: ResultKind = "selection", *, selection_id: str | None = None
+        self,
+        job_id: str,
+        what: ResultKind = "selection",
+        *,
+        selection_id: str | None = None,
+        target: int | None = None,
     ) -> pandas.DataFrame:
         """A result as a ``pandas.DataFrame`` (needs pandas: ``pip install tov-select[client]``)."""
-        return self.read_table(job_id, what, selection_id=selection_id).to_pandas()
+        return self.read_table(job_id, what, selection_id=selection_id, target=target).to_pandas()
 
-    def selected_indices(self, job_id: str, *, selection_id: str | None = None) -> list[int]:
+    def selected_indices(
+        self, job_id: str, *, selection_id: str | None = None, target: int | None = None
+    ) -> list[int]:
         """The selected pool row indices, ascending."""
-        table = self.read_table(job_id, "selection", selection_id=selection_id)
+        table = self.read_table(job_id, "selection", selection_id=selection_id, target=target)
         return sorted(int(i) for i in table.column("index").to_pylist())
 
 

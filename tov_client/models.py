@@ -53,6 +53,10 @@ class Job(_Model):
     progress: Progress = Progress()
     pool: str
     validation: str
+    targets: list[str] = []
+    """Every target's validation dataset id, in order (one for a single-target job)."""
+    k: int = 1
+    """The number of targets; results of target k are fetched with ``target=k``."""
     model: str = ""
     task: str = ""
     method: str = ""
@@ -90,6 +94,7 @@ class Selection(_Model):
     id: str
     job_id: str
     status: str
+    target: int = 0
     budget: float
     strategy: str
     num_bins: int

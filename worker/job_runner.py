@@ -6,7 +6,7 @@ import importlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,10 +17,20 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import get_sessionmaker
-from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
+from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, ScoreChunk, Selection, utcnow
 from app.observability import current_job_id
+from app.services.jobs import target_dataset_ids
 from app.services.results import add_selection, write_scores
-from tov_engine import Cancelled, EngineError, JobConfig, ProgressEvent, SelectionOutcome
+from tov_engine import (
+    Cancelled,
+    DataError,
+    EngineError,
+    JobConfig,
+    ProgressCallback,
+    ProgressEvent,
+    SelectionOutcome,
+    run_multi_target,
+)
 from worker.engine_bridge import job_config, resolve_model, selection_config
 from worker.lease import Heartbeat, claim_job, owned
 from worker.shards import ShardsExhausted
@@ -119,15 +129,32 @@ class JobRunner:
             job = session.get(Job, self.job_id)
             assert job is not None
             pool = session.get(Dataset, job.pool_dataset_id)
-            validation = session.get(Dataset, job.validation_dataset_id)
-            assert pool is not None and validation is not None
+            assert pool is not None
+            validations = []
+            for k, dataset_id in enumerate(target_dataset_ids(job)):
+                dataset = session.get(Dataset, dataset_id)
+                if dataset is None:
+                    reason = f"the validation dataset of target {k} no longer exists"
+                    raise DataError(dataset_id, 0, "", reason)
+                validations.append(Path(dataset.uri))
             config = job_config(job)
             model = resolve_model(job.model, self.settings.model_roots)
         self._progress(JobStage.RESOLVE, RESOLVE_SHARE, 0, message="inputs checked", force=True)
         started = time.monotonic()
         cache = self.settings.artifact_root / "pool-cache" if self.settings.pool_cache else None
-        inputs = dict(pool_path=Path(pool.uri), validation_path=Path(validation.uri), model=model)
-        if self._staged(config):
+        if len(validations) > 1:
+            outcomes = self._run_targets(
+                Path(pool.uri), validations, model, config, heartbeat, cache
+            )
+            stats: dict[str, Any] = {
+                "engine_seconds": round(time.monotonic() - started, 3),
+                "k": len(outcomes),
+                "targets": [dict(o.stats) for o in outcomes],
+            }
+            self._publish(outcomes, stats)
+            return
+        inputs = dict(pool_path=Path(pool.uri), validation_path=validations[0], model=model)
+        if self._staged(config, pool.rows, targets=1):
             from worker.staged_job import run_staged
 
             outcome = run_staged(self, heartbeat, config=config, cache_dir=cache, **inputs)
@@ -137,16 +164,82 @@ class JobRunner:
                 config=config,
                 progress=self._on_engine_progress,
                 should_cancel=heartbeat.should_stop,
-                checkpoint_dir=self.settings.artifact_root / "jobs" / self.job_id / "checkpoint",
+                checkpoint_dir=self._checkpoint_dir(),
                 cache_dir=cache,
             )
         stats = {**outcome.stats, "engine_seconds": round(time.monotonic() - started, 3)}
-        self._publish(outcome, stats)
+        self._publish([outcome], stats)
 
-    def _staged(self, config: JobConfig) -> bool:
-        """Scale-out applies to ToV with LoRA on the real engine, when sharding is configured."""
+    def _checkpoint_dir(self) -> Path:
+        return self.settings.artifact_root / "jobs" / self.job_id / "checkpoint"
+
+    def _run_targets(
+        self,
+        pool_path: Path,
+        validation_paths: list[Path],
+        model: Path,
+        config: JobConfig,
+        heartbeat: Heartbeat,
+        cache: Path | None,
+    ) -> list[SelectionOutcome]:
+        """A multi-target job (K > 1), unsharded. The real engine runs all K targets in one
+        run_multi_target call that shares the validation-free work; a replaced entry point
+        (TOV_ENGINE_ENTRYPOINT, e.g. the fault tests' stand-in) is called once per target, in
+        order, with that target's validation file and its own checkpoint folder
+        (checkpoint/target_NNN, the layout run_multi_target uses): the same outcomes, no sharing.
+        """
+        k = len(validation_paths)
+        if self.settings.engine_entrypoint == ENGINE:
+            return run_multi_target(
+                pool_path=pool_path,
+                validation_paths=validation_paths,
+                model=model,
+                config=config,
+                progress=self._target_progress(None, k),
+                should_cancel=heartbeat.should_stop,
+                checkpoint_dir=self._checkpoint_dir(),
+                cache_dir=cache,
+            )
+        entrypoint = load_entrypoint(self.settings.engine_entrypoint)
+        return [
+            entrypoint(
+                pool_path=pool_path,
+                validation_path=path,
+                model=model,
+                config=config,
+                progress=self._target_progress(j, k),
+                should_cancel=heartbeat.should_stop,
+                checkpoint_dir=self._checkpoint_dir() / f"target_{j:03d}",
+                cache_dir=cache,
+            )
+            for j, path in enumerate(validation_paths)
+        ]
+
+    def _target_progress(self, j: int | None, k: int) -> ProgressCallback:
+        """Progress of a K-target run as the job's: `j` None for one run covering all targets
+        (its fraction is the whole run's already), else the j-th of K runs. rows_done counts
+        scoring units per target, as a single-target job's does."""
+
+        def on_event(event: ProgressEvent) -> None:
+            stage = {"train": JobStage.TRAIN, "score": JobStage.SCORE}.get(
+                event.stage, JobStage.SELECT
+            )
+            if j is None:
+                fraction, done, message = event.fraction, event.done // k, event.message
+            else:
+                fraction = (j + event.fraction) / k
+                done = (j * event.total + event.done) // k
+                message = f"target {j + 1} of {k}: {event.message}"
+            self.report(stage, fraction, done if event.stage == "score" else None, message)
+
+        return on_event
+
+    def _staged(self, config: JobConfig, pool_rows: int, targets: int = 1) -> bool:
+        """Scale-out: single-target ToV with LoRA on the real engine, for pools of more than one
+        shard; multi-target jobs (targets > 1) run unsharded."""
         return (
-            self.settings.score_shard_rows > 0
+            targets == 1
+            and 0 < self.settings.score_shard_rows < pool_rows
             and self.settings.engine_entrypoint == ENGINE
             and config.method == "tov"
             and config.tov.lora.enabled
@@ -186,36 +279,44 @@ class JobRunner:
         if updated == 0:
             raise LeaseLost()
 
-    def _publish(self, outcome: SelectionOutcome, stats: dict[str, Any]) -> None:
-        """Scores, selection and status in one transaction that first re-checks ownership."""
+    def _publish(self, outcomes: Sequence[SelectionOutcome], stats: dict[str, Any]) -> None:
+        """Every target's scores and default selection, and the status, in one transaction that
+        first re-checks ownership (outcomes in target order; one for a single-target job)."""
         with self.sessions() as session:
             job = self._lock_owned(session)
-            write_scores(
-                session=session,
-                job_id=job.id,
-                scores=outcome.scores,
-                lengths=outcome.lengths,
-                base_indices=outcome.base_indices,
-            )
+            session.execute(delete(ScoreChunk).where(ScoreChunk.job_id == job.id))
             session.execute(delete(Selection).where(Selection.job_id == job.id))
-            chosen = outcome.selection
             cfg = selection_config(job.params)
-            add_selection(
-                session=session,
-                job_id=job.id,
-                indices=chosen.indices,
-                scores=chosen.scores,
-                from_random=np.array([s == "random" for s in chosen.sources]),
-                budget=float(cfg.budget),
-                strategy=cfg.strategy,
-                num_bins=cfg.num_bins,
-                seed=job.seed,
-                is_default=True,
-            )
-            scored = int(np.isfinite(outcome.scores).sum())
+            for target, outcome in enumerate(outcomes):
+                write_scores(
+                    session=session,
+                    job_id=job.id,
+                    scores=outcome.scores,
+                    lengths=outcome.lengths,
+                    base_indices=outcome.base_indices,
+                    target=target,
+                )
+                chosen = outcome.selection
+                add_selection(
+                    session=session,
+                    job_id=job.id,
+                    indices=chosen.indices,
+                    scores=chosen.scores,
+                    from_random=np.array([s == "random" for s in chosen.sources]),
+                    budget=float(cfg.budget),
+                    strategy=cfg.strategy,
+                    num_bins=cfg.num_bins,
+                    seed=job.seed,
+                    is_default=True,
+                    target=target,
+                )
+            scored = max(int(np.isfinite(o.scores).sum()) for o in outcomes)
+            sizes = ", ".join(str(len(o.selection.indices)) for o in outcomes)
             job.status, job.stage, job.progress = JobStatus.SUCCEEDED, JobStage.SELECT, 1.0
             job.rows_done, job.finished_at, job.stats = scored, utcnow(), stats
-            job.message = f"selected {len(chosen.indices)} of {len(outcome.scores)} rows"
+            job.message = f"selected {sizes} of {len(outcomes[0].scores)} rows" + (
+                f" for {len(outcomes)} targets" if len(outcomes) > 1 else ""
+            )
             session.add(
                 JobEvent(job_id=job.id, kind="succeeded", attempt=self.attempt, message=job.message)
             )

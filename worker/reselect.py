@@ -21,14 +21,17 @@ def compute_selection(selection_id: str) -> None:
         row = session.get(Selection, selection_id)
         if row is None or row.status != "pending":
             return
-        scores, lengths = read_scores(session=session, job_id=row.job_id)
+        # A multi-target job keeps scores per target: the selection reads its own target's.
+        scores, lengths = read_scores(session=session, job_id=row.job_id, target=row.target)
         budget = int(row.budget) if row.budget >= 1 else row.budget
         try:
             config = SelectionConfig(budget=budget, strategy=row.strategy, num_bins=row.num_bins)
             chosen = select(
                 scores=scores,
                 lengths=lengths,
-                base_indices=read_base_indices(session=session, job_id=row.job_id),
+                base_indices=read_base_indices(
+                    session=session, job_id=row.job_id, target=row.target
+                ),
                 config=config,
                 seed=row.seed,
             )
@@ -54,4 +57,10 @@ def compute_selection(selection_id: str) -> None:
             )
         )
         session.commit()
-        logger.info("selection %s of job %s: %d rows", row.id, row.job_id, len(chosen.indices))
+        logger.info(
+            "selection %s of job %s (target %d): %d rows",
+            row.id,
+            row.job_id,
+            row.target,
+            len(chosen.indices),
+        )

@@ -20,6 +20,7 @@ from app.limits import job_quota, rate_limit
 from app.models import Dataset, JobEvent, JobStatus, Tenant, utcnow
 from app.queue import publish_job, publish_reselect
 from app.schemas import (
+    MAX_TARGETS,
     JobCreate,
     JobList,
     JobRead,
@@ -35,6 +36,20 @@ from app.services.results import load_selection, read_scores
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(rate_limit)])
 
 FormatQuery = Annotated[ExportFormat, Query(alias="format")]
+TargetQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        lt=MAX_TARGETS,
+        description="which target (validation set) of a multi-target job, 0-based; default 0, "
+        "or with selection_id the selection's own target",
+    ),
+]
+
+
+def _name(job_id: str, target: int, what: str) -> str:
+    """The download's file name; a multi-target job's later targets are named."""
+    return f"{job_id}-{what}" if target == 0 else f"{job_id}-target{target}-{what}"
 
 
 @router.post("", status_code=202, response_model=JobRead, dependencies=[Depends(job_quota)])
@@ -145,30 +160,38 @@ def download_selection(
     tenant: TenantDep,
     fmt: FormatQuery = "jsonl",
     selection_id: Annotated[str | None, Query(max_length=60)] = None,
+    target: TargetQuery = None,
 ) -> StreamingResponse:
     """One row per selected pool row: index, score, source (`score` or `random`)."""
     job = service.get_job(session=session, tenant=tenant, job_id=job_id)
-    chosen = load_selection(session=session, job=job, selection_id=selection_id)
+    chosen = load_selection(session=session, job=job, selection_id=selection_id, target=target)
     sources = np.where(chosen.from_random, "random", "score")
     return _download(
         {"index": chosen.indices, "score": chosen.scores, "source": sources},
         fmt,
-        f"{job.id}-selection",
+        _name(job.id, chosen.target, "selection"),
     )
 
 
 @router.get("/{job_id}/scores")
 def download_scores(
-    job_id: str, session: SessionDep, tenant: TenantDep, fmt: FormatQuery = "jsonl"
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    fmt: FormatQuery = "jsonl",
+    target: TargetQuery = None,
 ) -> StreamingResponse:
-    """Every pool row's score (null for the base subset, which is not scored) and its length."""
+    """Every pool row's score for one target (null for the base subset, which is not scored)
+    and its length."""
     job = service.get_job(session=session, tenant=tenant, job_id=job_id)
-    load_selection(session=session, job=job, selection_id=None)  # checks the job succeeded
-    scores, lengths = read_scores(session=session, job_id=job.id)
+    target = target or 0
+    # Checks the target exists and the job succeeded.
+    load_selection(session=session, job=job, selection_id=None, target=target)
+    scores, lengths = read_scores(session=session, job_id=job.id, target=target)
     return _download(
         {"index": np.arange(len(scores)), "score": scores, "length": lengths},
         fmt,
-        f"{job.id}-scores",
+        _name(job.id, target, "scores"),
     )
 
 
@@ -179,17 +202,19 @@ def download_subset(
     tenant: TenantDep,
     fmt: FormatQuery = "jsonl",
     selection_id: Annotated[str | None, Query(max_length=60)] = None,
+    target: TargetQuery = None,
 ) -> StreamingResponse:
     """The selected pool rows themselves, in the pool's own row format, in pool order."""
     job = service.get_job(session=session, tenant=tenant, job_id=job_id)
-    chosen = load_selection(session=session, job=job, selection_id=selection_id)
+    chosen = load_selection(session=session, job=job, selection_id=selection_id, target=target)
     pool = session.get(Dataset, job.pool_dataset_id)
     if pool is None or not Path(pool.uri).is_file():
         raise Conflict(f"The pool of job '{job.id}' is no longer available.")
+    name = _name(job.id, chosen.target, "subset")
     return StreamingResponse(
         iter_subset(Path(pool.uri), chosen.indices, fmt),
         media_type=MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{job.id}-subset.{fmt}"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
     )
 
 
@@ -197,7 +222,8 @@ def download_subset(
 def create_selection(
     job_id: str, body: SelectionCreate, session: SessionDep, tenant: TenantDep
 ) -> SelectionRead:
-    """A new selection from the stored scores (another budget, strategy or binning); no GPU."""
+    """A new selection from the stored scores (another budget, strategy or binning) of one target
+    (`target`, default 0); no GPU."""
     row = selections.request_selection(session=session, tenant=tenant, job_id=job_id, body=body)
     session.commit()
     publish_reselect(row.id)

@@ -180,7 +180,7 @@ def job_summary(
     """Score histogram (pool vs selected) and score quantiles by length bin, for the charts."""
     job = _succeeded_job(session, tenant, job_id)
     chosen = load_selection(session=session, job=job, selection_id=selection_id)
-    scores, lengths = read_scores(session=session, job_id=job.id)
+    scores, lengths = read_scores(session=session, job_id=job.id, target=chosen.target)
     if len(scores) == 0:
         raise Conflict(f"Job '{job.id}' stored no scores.")
     num_bins = int((job.params or {}).get("selection", {}).get("num_bins") or 10)

@@ -162,6 +162,13 @@ def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None
         .select_from(Job)
         .where(or_(Job.pool_dataset_id == dataset.id, Job.validation_dataset_id == dataset.id))
     )
+    # A later target of a multi-target job (a JSON list: checked here, on SQLite as on Postgres).
+    target_lists = session.scalars(
+        select(Job.validation_dataset_ids).where(
+            Job.tenant_id == tenant.id, Job.validation_dataset_ids.is_not(None)
+        )
+    )
+    used = (used or 0) + sum(1 for ids in target_lists if dataset.id in (ids or [])[1:])
     if used:
         raise Conflict(f"Dataset '{dataset_id}' is used by {used} job(s); delete them first.")
     session.delete(dataset)

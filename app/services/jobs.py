@@ -22,8 +22,28 @@ from app.services.datasets import resolve_reference
 
 
 def request_hash(body: JobCreate) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """The body's digest; `targets` counts (in order) but a single-target body hashes as before
+    targets existed, so an Idempotency-Key retried across the upgrade still matches."""
+    dumped = body.model_dump(mode="json")
+    if dumped.get("targets") is None:
+        dumped.pop("targets", None)
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def target_dataset_ids(job: Job) -> list[str]:
+    """The job's validation dataset ids in target order; K = len(...) (1 for most jobs)."""
+    return list(job.validation_dataset_ids or [job.validation_dataset_id])
+
+
+def check_target(job: Job, target: int) -> int:
+    """`target` if the job has it, else a 404 naming the job's range (the schema allows any
+    0..15: how many targets a job has is known only once it is found)."""
+    k = len(target_dataset_ids(job))
+    if not 0 <= target < k:
+        valid = "0 (it has one target)" if k == 1 else f"0 to {k - 1} (it has {k} targets)"
+        raise NotFound(f"target: job '{job.id}' has no target {target}; use {valid}.")
+    return target
 
 
 def _existing(session: Session, tenant: Tenant, key: str, digest: str) -> Job | None:
@@ -52,19 +72,24 @@ def create_job(
     pool = resolve_reference(
         session=session, settings=settings, tenant=tenant, ref=body.pool, field_name="pool"
     )
-    validation = resolve_reference(
-        session=session,
-        settings=settings,
-        tenant=tenant,
-        ref=body.validation,
-        field_name="validation",
-    )
+    refs = body.target_refs()
+    validations = [
+        resolve_reference(
+            session=session,
+            settings=settings,
+            tenant=tenant,
+            ref=ref,
+            field_name="validation" if body.targets is None else f"targets[{k}]",
+        )
+        for k, ref in enumerate(refs)
+    ]
     job = Job(
         tenant_id=tenant.id,
         idempotency_key=idempotency_key,
         request_hash=digest,
         pool_dataset_id=pool.id,
-        validation_dataset_id=validation.id,
+        validation_dataset_id=validations[0].id,
+        validation_dataset_ids=[v.id for v in validations],
         model=body.model or settings.default_model,
         task=body.task,
         method=body.method,
@@ -181,6 +206,11 @@ def eta_seconds(job: Job) -> float | None:
 
 def to_read(job: Job) -> JobRead:
     base = f"/v1/jobs/{job.id}"
+    targets = target_dataset_ids(job)
+    links = {"self": base, "selection": f"{base}/selection", "scores": f"{base}/scores"}
+    for k in range(1, len(targets)):  # target 0 is the plain links above
+        links[f"selection_{k}"] = f"{base}/selection?target={k}"
+        links[f"scores_{k}"] = f"{base}/scores?target={k}"
     error = JobError(code=job.error_code, detail=job.error) if job.error else None
     return JobRead(
         id=job.id,
@@ -195,6 +225,8 @@ def to_read(job: Job) -> JobRead:
         ),
         pool=job.pool_dataset_id,
         validation=job.validation_dataset_id,
+        targets=targets,
+        k=len(targets),
         model=job.model,
         task=job.task,
         method=job.method,
@@ -207,7 +239,7 @@ def to_read(job: Job) -> JobRead:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        links={"self": base, "selection": f"{base}/selection", "scores": f"{base}/scores"},
+        links=links,
     )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
 from app.models import Job, JobStatus, ScoreChunk, Selection
+from app.services.jobs import check_target
 
 CHUNK_ROWS = 65_536
 
@@ -17,6 +18,7 @@ CHUNK_ROWS = 65_536
 @dataclass(frozen=True)
 class StoredSelection:
     id: str
+    target: int
     indices: np.ndarray  # (n,) int64
     scores: np.ndarray  # (n,) float32
     from_random: np.ndarray  # (n,) bool
@@ -29,9 +31,13 @@ def write_scores(
     scores: np.ndarray,
     lengths: np.ndarray,
     base_indices: np.ndarray,
+    target: int = 0,
 ) -> None:
-    """Replace the job's scores (float32, NaN = not scored) and base-subset flags, in chunks."""
-    session.execute(delete(ScoreChunk).where(ScoreChunk.job_id == job_id))
+    """Replace the scores (float32, NaN = not scored) and base-subset flags of one target of the
+    job, in chunks."""
+    session.execute(
+        delete(ScoreChunk).where(ScoreChunk.job_id == job_id, ScoreChunk.target == target)
+    )
     scores = np.ascontiguousarray(scores, dtype="<f4")
     lengths = np.ascontiguousarray(lengths, dtype="<i4")
     flags = np.zeros(len(scores), dtype=np.uint8)
@@ -39,6 +45,7 @@ def write_scores(
     session.add_all(
         ScoreChunk(
             job_id=job_id,
+            target=target,
             chunk=i,
             start_row=start,
             count=int(min(CHUNK_ROWS, len(scores) - start)),
@@ -50,10 +57,12 @@ def write_scores(
     )
 
 
-def read_base_indices(*, session: Session, job_id: str) -> np.ndarray:
-    """Pool indices of the base subset U (int64, sorted)."""
+def read_base_indices(*, session: Session, job_id: str, target: int = 0) -> np.ndarray:
+    """Pool indices of the base subset U of one target (int64, sorted)."""
     chunks = session.scalars(
-        select(ScoreChunk.flags).where(ScoreChunk.job_id == job_id).order_by(ScoreChunk.chunk)
+        select(ScoreChunk.flags)
+        .where(ScoreChunk.job_id == job_id, ScoreChunk.target == target)
+        .order_by(ScoreChunk.chunk)
     ).all()
     flags = np.concatenate(
         [np.frombuffer(c or b"", dtype=np.uint8) for c in chunks] or [np.zeros(0, dtype=np.uint8)]
@@ -61,10 +70,12 @@ def read_base_indices(*, session: Session, job_id: str) -> np.ndarray:
     return np.flatnonzero(flags == 1).astype(np.int64)
 
 
-def read_scores(*, session: Session, job_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(scores float32, lengths int32) in pool order."""
+def read_scores(*, session: Session, job_id: str, target: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float32, lengths int32) of one target, in pool order."""
     chunks = session.scalars(
-        select(ScoreChunk).where(ScoreChunk.job_id == job_id).order_by(ScoreChunk.chunk)
+        select(ScoreChunk)
+        .where(ScoreChunk.job_id == job_id, ScoreChunk.target == target)
+        .order_by(ScoreChunk.chunk)
     ).all()
     if not chunks:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32)
@@ -85,9 +96,11 @@ def add_selection(
     num_bins: int,
     seed: int,
     is_default: bool,
+    target: int = 0,
 ) -> Selection:
     row = Selection(
         job_id=job_id,
+        target=target,
         budget=budget,
         strategy=strategy,
         num_bins=num_bins,
@@ -102,19 +115,31 @@ def add_selection(
     return row
 
 
-def load_selection(*, session: Session, job: Job, selection_id: str | None) -> StoredSelection:
-    """The job's default selection, or the one named; only for a succeeded job."""
+def load_selection(
+    *, session: Session, job: Job, selection_id: str | None, target: int | None = None
+) -> StoredSelection:
+    """The default selection of a target of the job (`target` None: 0), or the one named (whose
+    target must then match `target` when given); only for a succeeded job."""
+    if target is not None:
+        check_target(job, target)
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"Job '{job.id}' is {job.status}; results exist once it has succeeded.")
     query = select(Selection).where(Selection.job_id == job.id)
     query = (
         query.where(Selection.id == selection_id)
         if selection_id
-        else query.where(Selection.is_default.is_(True))
+        else query.where(Selection.is_default.is_(True), Selection.target == (target or 0))
     )
     row = session.scalar(query)
     if row is None:
-        raise NotFound(f"Selection '{selection_id}' does not exist for job '{job.id}'.")
+        if selection_id:
+            raise NotFound(f"Selection '{selection_id}' does not exist for job '{job.id}'.")
+        raise NotFound(f"Job '{job.id}' has no default selection for target {target or 0}.")
+    if target is not None and row.target != target:
+        raise NotFound(
+            f"target: selection '{row.id}' is for target {row.target}, not target {target}; "
+            "leave `target` out or make it match."
+        )
     if row.status != "ready":
         raise Conflict(
             f"Selection '{row.id}' is {row.status}"
@@ -122,6 +147,7 @@ def load_selection(*, session: Session, job: Job, selection_id: str | None) -> S
         )
     return StoredSelection(
         id=row.id,
+        target=row.target,
         indices=np.frombuffer(row.indices, dtype="<i8").astype(np.int64),
         scores=np.frombuffer(row.scores, dtype="<f4").astype(np.float32),
         from_random=np.frombuffer(row.from_random, dtype=np.uint8).astype(bool),

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict, NotFound
 from app.models import Job, JobStatus, Selection, Tenant, utcnow
 from app.schemas import SelectionCreate
-from app.services.jobs import get_job
+from app.services.jobs import check_target, get_job
 
 
 def request_selection(
@@ -16,6 +16,7 @@ def request_selection(
 ) -> Selection:
     """A pending selection row; a worker on the select queue fills it in."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
+    check_target(job, body.target)
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"Job '{job.id}' is {job.status}; new selections need its scores.")
     if job.method == "random":
@@ -26,6 +27,7 @@ def request_selection(
         )
     row = Selection(
         job_id=job.id,
+        target=body.target,
         budget=body.budget,
         strategy=body.strategy,
         num_bins=body.num_bins,
@@ -47,7 +49,9 @@ def list_selections(*, session: Session, tenant: Tenant, job_id: str) -> list[Se
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     return list(
         session.scalars(
-            select(Selection).where(Selection.job_id == job.id).order_by(Selection.created_at)
+            select(Selection)
+            .where(Selection.job_id == job.id)
+            .order_by(Selection.target, Selection.created_at, Selection.id)
         )
     )
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from tests.service_fixtures import write_jsonl
 
-ROWS = [{"prompt": f"Question {i}?", "completion": f"Answer {i}.", "source": "demo"}
-        for i in range(5)]
+ROWS = [
+    {"prompt": f"Question {i}?", "completion": f"Answer {i}.", "source": "demo"} for i in range(5)
+]
 
 
 def auth(key: str) -> dict[str, str]:
@@ -17,8 +18,11 @@ def auth(key: str) -> dict[str, str]:
 
 
 def upload(client: Any, key: str, body: bytes, name: str = "pool.jsonl") -> Any:
-    return client.post(f"/v1/datasets?name={name}", content=body,
-                       headers={**auth(key), "Content-Type": "application/x-ndjson"})
+    return client.post(
+        f"/v1/datasets?name={name}",
+        content=body,
+        headers={**auth(key), "Content-Type": "application/x-ndjson"},
+    )
 
 
 def test_upload_counts_rows_and_detects_the_format(client: Any, api_key: str) -> None:
@@ -41,8 +45,12 @@ def test_malformed_line_is_reported_with_line_and_reason(client: Any, api_key: s
     problem = response.json()
     assert problem["errors"][0]["line"] == 2
     assert "malformed JSON" in problem["errors"][0]["reason"]
-    assert problem["errors"][1] == {"file": "pool.jsonl", "line": 3, "field": "completion",
-                                    "reason": "must be a non-empty string"}
+    assert problem["errors"][1] == {
+        "file": "pool.jsonl",
+        "line": 3,
+        "field": "completion",
+        "reason": "must be a non-empty string",
+    }
     assert "line 2" in problem["detail"]
 
 
@@ -61,12 +69,12 @@ def test_register_requires_a_path_under_a_data_root(
     ok = client.post("/v1/datasets", json={"uri": f"file://{inside}"}, headers=auth(api_key))
     assert ok.status_code == 201, ok.text
     outside = write_jsonl(tmp_path / "secret.jsonl", ROWS)
-    denied = client.post("/v1/datasets", json={"uri": f"file://{outside}"},
-                         headers=auth(api_key))
+    denied = client.post("/v1/datasets", json={"uri": f"file://{outside}"}, headers=auth(api_key))
     assert denied.status_code == 422
     assert "not under a configured data root" in denied.json()["detail"]
-    escape = client.post("/v1/datasets", json={"uri": f"file://{service_dirs['data']}/../x"},
-                         headers=auth(api_key))
+    escape = client.post(
+        "/v1/datasets", json={"uri": f"file://{service_dirs['data']}/../x"}, headers=auth(api_key)
+    )
     assert escape.status_code == 422
 
 

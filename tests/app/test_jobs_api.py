@@ -37,8 +37,9 @@ def test_unknown_fields_and_bad_values_are_rejected(client: Any, api_key: str) -
     unknown = client.post("/v1/jobs", json={**base, "colour": "red"}, headers=auth(api_key))
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "body.colour"
-    budget = client.post("/v1/jobs", json={**base, "selection": {"budget": 2.5}},
-                         headers=auth(api_key))
+    budget = client.post(
+        "/v1/jobs", json={**base, "selection": {"budget": 2.5}}, headers=auth(api_key)
+    )
     assert budget.status_code == 422
     assert "whole number" in budget.json()["detail"]
     missing = client.post("/v1/jobs", json={**base, "pool": "ds_missing"}, headers=auth(api_key))
@@ -48,23 +49,35 @@ def test_unknown_fields_and_bad_values_are_rejected(client: Any, api_key: str) -
 
 def test_other_tenants_see_nothing(client: Any, api_key: str) -> None:
     pool, validation = datasets(client, api_key)
-    job = client.post("/v1/jobs", json={"pool": pool, "validation": validation},
-                      headers=auth(api_key)).json()
+    job = client.post(
+        "/v1/jobs", json={"pool": pool, "validation": validation}, headers=auth(api_key)
+    ).json()
     intruder = auth(make_key("intruder"))
-    for path in (f"/v1/jobs/{job['id']}", f"/v1/datasets/{pool}", f"/v1/jobs/{job['id']}/events",
-                 f"/v1/jobs/{job['id']}/selection"):
+    for path in (
+        f"/v1/jobs/{job['id']}",
+        f"/v1/datasets/{pool}",
+        f"/v1/jobs/{job['id']}/events",
+        f"/v1/jobs/{job['id']}/selection",
+    ):
         assert client.get(path, headers=intruder).status_code == 404, path
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=intruder).status_code == 404
     assert client.get("/v1/jobs", headers=intruder).json()["items"] == []
-    stolen = client.post("/v1/jobs", json={"pool": pool, "validation": validation},
-                         headers=intruder)
+    stolen = client.post(
+        "/v1/jobs", json={"pool": pool, "validation": validation}, headers=intruder
+    )
     assert stolen.status_code == 404
 
 
 def test_list_is_paginated_newest_first(client: Any, api_key: str) -> None:
     pool, validation = datasets(client, api_key)
-    ids = [client.post("/v1/jobs", json={"pool": pool, "validation": validation, "seed": s},
-                       headers=auth(api_key)).json()["id"] for s in range(5)]
+    ids = [
+        client.post(
+            "/v1/jobs",
+            json={"pool": pool, "validation": validation, "seed": s},
+            headers=auth(api_key),
+        ).json()["id"]
+        for s in range(5)
+    ]
     seen: list[str] = []
     cursor = None
     while True:
@@ -79,12 +92,14 @@ def test_list_is_paginated_newest_first(client: Any, api_key: str) -> None:
 
 def test_cancel_a_queued_job_and_results_wait_for_success(client: Any, api_key: str) -> None:
     pool, validation = datasets(client, api_key)
-    job = client.post("/v1/jobs", json={"pool": pool, "validation": validation},
-                      headers=auth(api_key)).json()
+    job = client.post(
+        "/v1/jobs", json={"pool": pool, "validation": validation}, headers=auth(api_key)
+    ).json()
     early = client.get(f"/v1/jobs/{job['id']}/selection", headers=auth(api_key))
     assert early.status_code == 409
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(api_key)).json()
     assert cancelled["status"] == "cancelled"
-    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events",
-                                           headers=auth(api_key)).json()]
+    kinds = [
+        e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events", headers=auth(api_key)).json()
+    ]
     assert kinds == ["created", "cancel_requested"]

@@ -285,3 +285,87 @@ def test_wait_reports_progress_and_checks_the_outcome(monkeypatch: pytest.Monkey
     tov = make([httpx.Response(200, json=job_json("running", 0.1))] * 5, [], [])
     with pytest.raises(WaitTimeout):
         tov.wait("job_1", timeout=0)
+
+
+# -- multi-target jobs ---------------------------------------------------------------------------
+
+
+def test_multi_target_jobs_in_process(tov: Client) -> None:
+    pool = tov.upload_dataset(BODY, name="pool.jsonl")
+    a = tov.upload_dataset(BODY, name="a.jsonl")
+    b = tov.upload_dataset(BODY[: len(BODY) // 2], name="b.jsonl")
+    job = tov.create_job(pool, targets=[a, b.id], budget=2)
+    assert (job.k, job.targets, job.validation) == (2, [a.id, b.id], a.id)
+    as_list = tov.create_job(pool, [a, b], budget=2, idempotency_key="multi-list")
+    assert as_list.targets == [a.id, b.id]
+    one = tov.create_job(pool, [a], budget=2)  # a list of one is a plain job
+    assert (one.k, one.targets) == (1, [a.id])
+    with pytest.raises(TypeError, match="exactly one"):
+        tov.create_job(pool, budget=2)
+    with pytest.raises(TypeError, match="not both"):
+        tov.create_job(pool, [a, b], targets=[a, b])
+    with pytest.raises(TypeError, match="exactly one"):
+        tov.create_job(pool, a, targets=[a, b])
+    with pytest.raises(ApiError) as too_few:  # the server's rule, with its problem details
+        tov.create_job(pool, targets=[a])
+    assert too_few.value.status == 422 and "at least 2" in too_few.value.detail
+    with pytest.raises(ApiError) as out_of_range:
+        tov.download_bytes(job.id, "scores", target=5)
+    assert out_of_range.value.status == 404 and "has no target 5" in out_of_range.value.detail
+
+
+def test_target_travels_in_downloads_and_selections(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    selection = {
+        "id": "sel_1",
+        "job_id": "job_1",
+        "status": "pending",
+        "target": 1,
+        "budget": 3,
+        "strategy": "score-only",
+        "num_bins": 1,
+        "seed": 0,
+        "size": 0,
+        "created_at": "2025-01-01T00:00:00Z",
+    }
+    tov = make(
+        [
+            httpx.Response(202, json=selection),
+            httpx.Response(200, content=b'{"index": 1}\n'),
+            httpx.Response(200, content=b"", headers={"content-disposition": 'filename="x.csv"'}),
+        ],
+        seen,
+        [],
+    )
+    created = tov.create_selection("job_1", budget=3, strategy="score-only", target=1)
+    assert created.target == 1 and json.loads(seen[0].content)["target"] == 1
+    tov.download_bytes("job_1", "selection", target=1)
+    assert seen[1].url.params["target"] == "1"
+    tov.download("job_1", "scores", format="csv", target=0, dest=tmp_path)
+    assert seen[2].url.params["target"] == "0" and (tmp_path / "x.csv").exists()
+
+
+def test_cli_creates_a_multi_target_job_and_downloads_a_target(
+    tov: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tov_client import cli
+
+    monkeypatch.setattr(cli.State, "client", lambda self: tov)
+    local = tmp_path / "b.jsonl"
+    local.write_bytes(BODY)
+    a = tov.upload_dataset(BODY, name="a.jsonl")
+    runner = CliRunner()
+    args = ["jobs", "create", "--pool", a.id, "--validation", a.id, "--validation", str(local)]
+    created = runner.invoke(cli.app, [*args, "--budget", "2", "--json"])
+    assert created.exit_code == 0, created.output
+    job = json.loads(created.stdout)
+    assert job["k"] == 2 and job["targets"][0] == a.id and job["targets"][1].startswith("ds_")
+    shown = runner.invoke(cli.app, ["jobs", "show", job["id"]])
+    assert shown.exit_code == 0 and "targets" in shown.stdout and "1: ds_" in shown.stdout
+    early = runner.invoke(cli.app, ["download", job["id"], "--target", "1", "--json"])
+    assert early.exit_code == 1 and "409" in early.stderr  # queued: no results yet
+    out_of_range = runner.invoke(cli.app, ["download", job["id"], "--target", "2", "--json"])
+    assert out_of_range.exit_code == 1
+    assert "has no target 2" in json.loads(out_of_range.stderr)["error"]["detail"]

@@ -104,6 +104,7 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
                 "selection_id": [selection_id],
             },
             "b_job": b_job["id"],
+            "b_pool": b_pool.json()["id"],
             "pool_uri": _dataset_uri(pool["id"]),
             "snapshot": lambda: _snapshot(pool["id"], done["id"], queued["id"]),
         }
@@ -262,15 +263,23 @@ def test_ids_of_a_in_queries_bodies_and_paths_are_refused(world: dict[str, Any])
         f"/v1/jobs/{own_job}/subset",
         f"/v1/jobs/{own_job}/selections/{selection_id}",
     ):
-        response = client.get(path, params={"selection_id": selection_id}, headers=auth(b))
-        assert response.status_code in (404, 409), (path, response.text)
-        assert not _leaks(response.text, world)
+        for target in (None, 0, 1):
+            params = {
+                "selection_id": selection_id,
+                **({} if target is None else {"target": target}),
+            }
+            response = client.get(path, params=params, headers=auth(b))
+            assert response.status_code in (404, 409), (path, response.text)
+            assert not _leaks(response.text, world)
     pool, val = world["ids"]["dataset_id"][:2]
     for body in (
         {"pool": pool, "validation": val},
         {"pool": pool, "validation": pool},
         {"pool": f"file://{world['pool_uri']}", "validation": val},
         {"pool": world["pool_uri"], "validation": world["pool_uri"]},
+        {"pool": pool, "targets": [val, pool]},
+        {"pool": world["b_pool"], "targets": [world["b_pool"], val]},
+        {"pool": world["b_pool"], "targets": [world["b_pool"], f"file://{world['pool_uri']}"]},
     ):
         response = client.post("/v1/jobs", json=body, headers=auth(b))
         assert response.status_code in (404, 422), (body, response.text)

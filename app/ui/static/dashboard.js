@@ -190,6 +190,7 @@
   const jobId = body.dataset.jobId;
   let jobTimer = null;
   let resultsShown = false;
+  let targetCount = 1; // K: a multi-target job has results per target (?target=k)
   const datasetNames = {};
 
   async function datasetLabel(id) {
@@ -205,6 +206,7 @@
   }
 
   async function renderJob(job) {
+    targetCount = job.k || 1;
     $("job-id").textContent = job.id;
     $("job-status").replaceWith(Object.assign(badge(job.status), { id: "job-status" }));
     const p = job.progress;
@@ -225,7 +227,11 @@
     const sel = (job.params && job.params.selection) || {};
     const tov = (job.params && job.params.tov) || {};
     const details = [
-      ["Pool", await datasetLabel(job.pool)], ["Validation", await datasetLabel(job.validation)],
+      ["Pool", await datasetLabel(job.pool)],
+      targetCount > 1 ?
+        [`Targets (K = ${targetCount})`, (await Promise.all((job.targets || []).map(datasetLabel)))
+          .map((label, k) => `${k}: ${label}`).join(" · ")] :
+        ["Validation", await datasetLabel(job.validation)],
       ["Model", job.model], ["Method", `${job.method} (${job.task})`],
       ["Budget", `${budget(job)} · ${sel.strategy || ""} · ${sel.num_bins || ""} bins`],
       ["ToV", `rounds ${tov.rounds ?? "auto"} · lr ${tov.learning_rate} · |U| ${tov.base_size ?? "auto"}`],
@@ -242,12 +248,14 @@
       h("td", { class: "wrap" }, e.message))));
   }
 
-  async function download(what, format) {
-    const response = await api(`/v1/jobs/${encodeURIComponent(jobId)}/${what}?format=${format}`,
-      { blob: true });
+  async function download(what, format, target = 0) {
+    const query = target ? `&target=${target}` : "";
+    const response = await api(
+      `/v1/jobs/${encodeURIComponent(jobId)}/${what}?format=${format}${query}`, { blob: true });
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
-    const link = h("a", { href: url, download: `${jobId}-${what}.${format}` });
+    const name = target ? `${jobId}-target${target}-${what}` : `${jobId}-${what}`;
+    const link = h("a", { href: url, download: `${name}.${format}` });
     document.body.appendChild(link);
     link.click();
     link.remove();
@@ -264,6 +272,15 @@
         }, `${what}.${format}`));
       }
     }
+    // The buttons above (and the charts) are target 0's; later targets get JSONL downloads.
+    for (let target = 1; target < targetCount; target++) {
+      for (const what of ["selection", "subset", "scores"]) {
+        buttons.push(h("button", {
+          type: "button", "data-download": `target${target}:${what}.jsonl`,
+          onclick: () => download(what, "jsonl", target).catch((err) => alert(err.message)),
+        }, `target ${target}: ${what}.jsonl`));
+      }
+    }
     $("downloads").replaceChildren(...buttons);
   }
 
@@ -278,7 +295,8 @@
     ]);
     $("results-summary").textContent = `${summary.selected.toLocaleString()} of ` +
       `${summary.rows.toLocaleString()} pool rows selected (${summary.selected_random} at random); ` +
-      `${summary.scored.toLocaleString()} rows scored.`;
+      `${summary.scored.toLocaleString()} rows scored.` +
+      (targetCount > 1 ? ` Charts: target 0 of ${targetCount}.` : "");
     window.TovCharts.histogram($("chart-histogram"), summary);
     window.TovCharts.lengthBoxes($("chart-length"), summary);
     window.TovCharts.lengthSelected($("chart-length-selected"), summary);
