@@ -6,7 +6,7 @@ import logging
 import sys
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 from celery.utils.log import LoggingProxy
 
 from app.config import get_settings
@@ -16,6 +16,22 @@ from app.queue import celery_config
 celery = Celery("tov-worker", include=["worker.tasks"])
 celery.conf.update(celery_config(get_settings()))
 celery.conf.update(worker_hijack_root_logger=False)
+
+
+@worker_init.connect
+def _preload(sender: object = None, **_: object) -> None:
+    # Import the ML stack once in the main process, before any pool child is forked: every child
+    # (one per job or shard message, --max-tasks-per-child 1) then starts with it loaded instead
+    # of spending seconds importing torch, transformers and peft. Nothing runs on torch here, so
+    # no thread pool exists yet to be broken by the fork. The selector (solo pool) needs none of it.
+    if "solo" in str(getattr(sender, "pool_cls", "")):
+        return
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import tov_engine.methods
+    import tov_engine.staged  # noqa: F401
 
 
 @worker_process_init.connect
