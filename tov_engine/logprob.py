@@ -94,6 +94,22 @@ def row_means(values: torch.Tensor, lp: TokenLogprobs) -> tuple[torch.Tensor, to
     return sums / counts, counts
 
 
+def row_weighted_sums(
+    values: torch.Tensor, lp: TokenLogprobs, weights: torch.Tensor
+) -> torch.Tensor:
+    """Per-row sums of `weights * values` over the row's positions (token-classification scores).
+
+    Args:
+        values: (M,) per position. lp: their positions. weights: (M,) per position.
+    Returns:
+        (B,) sums; a row with no positions is NaN (never picked by score), as with row_means.
+    """
+    sums = torch.zeros(lp.rows, dtype=values.dtype, device=values.device)
+    sums = sums.index_add(0, lp.row, values * weights.to(values.dtype))
+    counts = torch.bincount(lp.row, minlength=lp.rows)
+    return torch.where(counts > 0, sums, torch.full_like(sums, float("nan")))
+
+
 def mean_loss(lp: TokenLogprobs) -> torch.Tensor | None:
     """Training loss: mean over rows of each row's mean NLL; None if no row carries loss."""
     means, counts = row_means(-lp.values, lp)

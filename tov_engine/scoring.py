@@ -3,6 +3,13 @@
 ToV scores R in two passes per round: the "before" pass (theta_bas) stores the per-token log-probs
 of the rows in a TokenStore (4 bytes a loss token, in RAM or in the pool cache), the "after" pass
 (theta_val) combines. With LoRA each pass runs one adapter folded into the weights (merged.py).
+
+Row reduction: a causal-LM row's phi is the mean of F(Delta_t) over its loss tokens (the paper's).
+A token-classification row's phi is, by default, a class-balanced sum (`TAGGED_REDUCTION`,
+`label_weights`): sum_t F(Delta_t) * M / (K * N_c(t)), N_c the pool's loss tokens of gold label c,
+K the labels present, M the pool's loss tokens. It is the row's share of the change in the pool's
+macro-averaged (per-label) log-likelihood; a plain mean lets the majority tag ("O") drown the
+one or two entity tokens that make a row relevant (docs/engine.md, benchmarks/quality).
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ import torch
 from torch import nn
 
 from tov_engine.batching import Batch, make_batch
-from tov_engine.encoding import EncodedSet
-from tov_engine.logprob import TokenLogprobs, row_means, token_logprobs
+from tov_engine.encoding import IGNORE, EncodedSet
+from tov_engine.logprob import TokenLogprobs, row_means, row_weighted_sums, token_logprobs
 from tov_engine.modeling import Surrogate, autocast
 from tov_engine.progress import Tracker
 
@@ -30,6 +37,41 @@ SCORE_FUNCTIONS: dict[str, ScoreFn] = {
 }
 # Row scores of one batch from the batch itself.
 Combine = Callable[[Batch], torch.Tensor]
+
+# How a token-classification row's ToV score reduces its per-token values: "class_balanced"
+# (default; see the module docstring) or "mean" (the paper's per-row mean, as for causal LMs).
+TAGGED_REDUCTIONS = ("class_balanced", "mean")
+TAGGED_REDUCTION = "class_balanced"
+LABEL_CHUNK = 1 << 24  # label positions read at a time when counting the pool's labels
+
+
+def label_weights(encoded: EncodedSet) -> np.ndarray:
+    """Class-balanced weight of each gold label over the loss positions of the whole pool.
+
+    w_c = M / (K * N_c): N_c loss positions with label c, K labels with N_c > 0, M = sum N_c; 0
+    for labels that never occur. Counted on the whole pool (not only the scored rows), so every
+    scoring plan or shard of one pool gets the same weights. With balanced labels every w_c = 1.
+
+    Returns:
+        (max label + 1,) float32; empty when the pool has no loss position.
+    """
+    labels = encoded.labels
+    counts = np.zeros(0, dtype=np.int64)
+    for a in range(0, len(labels), LABEL_CHUNK):
+        chunk = np.asarray(labels[a : a + LABEL_CHUNK])
+        chunk = chunk[chunk >= 0]
+        if len(chunk):
+            part = np.bincount(chunk)
+            if len(part) > len(counts):
+                part[: len(counts)] += counts
+                counts = part
+            else:
+                counts[: len(part)] += part
+    present = counts > 0
+    weights = np.zeros(len(counts), dtype=np.float64)
+    if present.any():
+        weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return weights.astype(np.float32)
 
 
 def run_pass(
@@ -73,7 +115,8 @@ def paired_combine(surrogate: Surrogate, task: str, score_fn: str) -> Combine:
     """phi per row from both adapters within each batch (unmerged LoRA, per-batch switching).
 
     The engine scores with tov._score_round instead (two folded passes, merged.py); this form
-    stays as a reference for tests and benchmarks.
+    stays as a reference for tests and benchmarks. It always takes the per-row mean (the
+    class-balanced token-classification reduction needs the pool: stored_combine).
     """
     f = SCORE_FUNCTIONS[score_fn]
 
@@ -85,6 +128,24 @@ def paired_combine(surrogate: Surrogate, task: str, score_fn: str) -> Combine:
         return row_means(f(after.values - before.values), after)[0]
 
     return combine
+
+
+def _tagged_reducer(
+    task: str, encoded: EncodedSet, reduction: str | None
+) -> Callable[[torch.Tensor, TokenLogprobs, Batch], torch.Tensor]:
+    """values, positions, batch -> (B,) row scores: the class-balanced sum or the plain mean."""
+    how = TAGGED_REDUCTION if reduction is None else reduction
+    if how not in TAGGED_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {TAGGED_REDUCTIONS}, got {how!r}")
+    if task != "token_classification" or how == "mean":
+        return lambda values, lp, batch: row_means(values, lp)[0]
+    table = torch.from_numpy(label_weights(encoded))
+
+    def reduce(values: torch.Tensor, lp: TokenLogprobs, batch: Batch) -> torch.Tensor:
+        gold = batch.labels[batch.labels != IGNORE]  # the order of token_logprobs (row-major)
+        return row_weighted_sums(values, lp, table.to(values.device)[gold])
+
+    return reduce
 
 
 class TokenStore:
@@ -108,6 +169,7 @@ class TokenStore:
         self.spans = {
             int(b[0]): (int(e - c), int(e)) for b, c, e in zip(batches, counts, ends, strict=True)
         }
+        self.encoded = encoded
         self.size = int(ends[-1]) if len(ends) else 0
         self.values = np.zeros(self.size, dtype=np.float32) if values is None else values
         if self.values.shape != (self.size,):
@@ -148,14 +210,22 @@ def storing_combine(model: nn.Module, task: str, store: TokenStore) -> Combine:
     return combine
 
 
-def stored_combine(model: nn.Module, task: str, store: TokenStore, score_fn: str) -> Combine:
-    """Second pass of full fine-tuning: phi from the live (val) weights against the store."""
+def stored_combine(
+    model: nn.Module, task: str, store: TokenStore, score_fn: str, reduction: str | None = None
+) -> Combine:
+    """Second pass: phi from the live (val) weights against the stored base log-probs.
+
+    Args:
+        reduction: token classification only: "class_balanced" or "mean"; None =
+            TAGGED_REDUCTION. Causal LMs always take the per-row mean.
+    """
     f = SCORE_FUNCTIONS[score_fn]
+    reduce = _tagged_reducer(task, store.encoded, reduction)
 
     def combine(batch: Batch) -> torch.Tensor:
         after = token_logprobs(model, batch, task)
         before = store.get(batch, after.values.device)
-        return row_means(f(after.values - before), after)[0]
+        return reduce(f(after.values - before), after, batch)
 
     return combine
 

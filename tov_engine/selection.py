@@ -63,6 +63,23 @@ def length_bins(candidates: np.ndarray, lengths: np.ndarray, num_bins: int) -> l
     return list(np.array_split(_sorted_by_length(candidates, lengths), num_bins))
 
 
+def bins_for(k: int, num_bins: int, min_per_bin: int = 0) -> int:
+    """Length bins for `k` score picks: `num_bins`, or fewer so that each bin gets `min_per_bin`.
+
+    With k picks and b bins each bin's quota is about k / b; for k < b the bins force one pick per
+    length range and the score decides little (a target whose rows share a length range gets one
+    pick). min_per_bin > 0 caps the bins at k // min_per_bin (at least 1); 0 keeps num_bins (the
+    paper's rule).
+
+    Examples: (k=4, 10 bins, 5) -> 1; (k=10, 10, 5) -> 2; (k=500, 10, 5) -> 10; (k=4, 10, 0) -> 10.
+    """
+    if min_per_bin < 0:
+        raise ConfigError(f"min_per_bin must be >= 0, got {min_per_bin}")
+    if min_per_bin == 0:
+        return num_bins
+    return max(1, min(num_bins, k // min_per_bin))
+
+
 def binned_top(
     candidates: np.ndarray, scores: np.ndarray, lengths: np.ndarray, k: int, num_bins: int
 ) -> np.ndarray:
@@ -125,6 +142,7 @@ def select(
     base_indices: np.ndarray,
     config: SelectionConfig,
     seed: int,
+    min_per_bin: int = 0,
 ) -> Selection:
     """Pick the subset for a budget from per-row scores.
 
@@ -132,6 +150,8 @@ def select(
         scores: (N,) per pool row; NaN rows (the base subset U, rows without loss tokens) are never
             picked by score. lengths: (N,) loss-bearing tokens per row, for the length bins.
         base_indices: (|U|,) the base subset. config: budget, strategy, bins. seed: for the draws.
+        min_per_bin: 0 (default, the paper's rule) uses config.num_bins bins; > 0 uses fewer
+            when the score part would give a bin fewer than this many picks (`bins_for`).
     Returns:
         The Selection. score+random: ceil(n/2) by binned score from R = X minus U, floor(n/2) at
         random from U, and, when U or the scored rows run short, the rest at random from the
@@ -144,7 +164,8 @@ def select(
     in_base = _check(scores, lengths, base, n)
     scored = np.flatnonzero(~in_base & ~np.isnan(scores))
     half = n // 2 if config.strategy == "score+random" else 0
-    top = binned_top(scored, scores, lengths, n - half, config.num_bins)
+    num_bins = bins_for(n - half, config.num_bins, min_per_bin)
+    top = binned_top(scored, scores, lengths, n - half, num_bins)
     rng = np.random.default_rng(seed)
     from_u = _random(rng, np.sort(base), half)
     taken = np.zeros(len(scores), dtype=bool)

@@ -51,17 +51,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
 
 
-def bins(spec: dict[str, Any], strategy: str) -> int:
-    """Length bins for a strategy: the paper's 10 only when every bin gets >= MIN_PER_BIN picks.
+def min_per_bin(spec: dict[str, Any]) -> int:
+    """The engine's selection rule `min_per_bin` (tov_engine.selection.bins_for): with k score
+    picks use at most k // min_per_bin of the paper's 10 length bins. 0 = always 10 bins.
 
-    With k score picks and 10 bins, k < 10 leaves each bin at most one pick, which forces length
+    With k < 10 score picks 10 bins leave each bin at most one pick, which forces length
     diversity and discards the score whenever the target's rows share a length range."""
-    n = int(spec["budget"])
-    k = n - n // 2 if strategy == "score+random" else n
-    per_bin = int(spec["engine"].get("min_per_bin", 0))
-    if per_bin <= 0:
-        return 10
-    return max(1, min(10, k // per_bin))
+    return int(spec["engine"].get("min_per_bin", 0))
 
 
 def selection_job(spec: dict[str, Any], out_path: str) -> None:
@@ -78,8 +74,10 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         SelectionConfig,
         ToVConfig,
         run_selection,
+        scoring,
         select,
     )
+    from tov_engine.selection import bins_for
 
     start_rss = _rss_mb()
     data = Path(spec["data"])
@@ -87,6 +85,8 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     e = spec["engine"]
+    if "tagged_reduction" in e:  # token classification's row reduction (engine default if unset)
+        scoring.TAGGED_REDUCTION = e["tagged_reduction"]
     lora = LoraSettings(rank=e["lora_rank"], target_modules=tuple(e["lora_target_modules"]))
     tov = ToVConfig(
         rounds=e["rounds"],
@@ -103,12 +103,14 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         method=spec["method"],
         tov=tov,
         selection=SelectionConfig(
-            budget=spec["budget"], strategy="score+random", num_bins=bins(spec, "score+random")
+            budget=spec["budget"],
+            strategy="score+random",
+            num_bins=bins_for(spec["budget"] - spec["budget"] // 2, 10, min_per_bin(spec)),
         ),
         seed=spec["seed"],
         max_length=e["max_length"],
         device="cpu",
-        less=LessSettings(projection_dim=e["less_projection_dim"]),
+        less=LessSettings(projection_dim=e["less_projection_dim"], epochs=e.get("less_epochs", 4)),
     )
     t0 = time.perf_counter()
     outcome = run_selection(
@@ -133,14 +135,15 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         if strategy is None:
             selections[name] = outcome.selection.indices.tolist()
             continue
-        # The benchmark's bins, and the paper's 10 bins for comparison (same scores).
-        for suffix, nb in (("", bins(spec, strategy)), ("@10bins", 10)):
+        # The benchmark's rule (min_per_bin), and the paper's 10 bins for comparison (same scores).
+        for suffix, per_bin in (("", min_per_bin(spec)), ("@10bins", 0)):
             alt = select(
                 scores=outcome.scores,
                 lengths=outcome.lengths,
                 base_indices=outcome.base_indices,
-                config=SelectionConfig(budget=spec["budget"], strategy=strategy, num_bins=nb),
+                config=SelectionConfig(budget=spec["budget"], strategy=strategy, num_bins=10),
                 seed=spec["seed"],
+                min_per_bin=per_bin,
             )
             selections[name + suffix] = alt.indices.tolist()
     np.savez(

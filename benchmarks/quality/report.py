@@ -1,4 +1,6 @@
-"""Aggregate the finished runs into benchmarks/results/quality.{json,md} and PNG plots."""
+"""Aggregate the finished runs into benchmarks/results/<name>.{json,md} and PNG plots.
+
+<name> is "quality" for the full run, "quality-quick" for quick mode (run.results_name)."""
 
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
     meta = load_meta(bench.data(setting))
     mask = np.asarray(meta["target_mask"], dtype=bool)
     out["target_rows"] = int(mask.sum())
-    expected = [m for m in METHODS if m != "oracle" or out["target_rows"]]
+    methods = getattr(bench, "methods", METHODS)
+    expected = [m for m in methods if m != "oracle" or out["target_rows"]]
     complete = [
         seed
         for seed in range(seeds)
@@ -217,7 +220,9 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def plots(bench: Any, settings: list[Any], rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+def plots(
+    bench: Any, settings: list[Any], rows: list[dict[str, Any]], out_dir: Path, name: str
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,7 +252,7 @@ def plots(bench: Any, settings: list[Any], rows: list[dict[str, Any]], out_dir: 
         ax.set_ylabel("target test log-loss (lower is better)")
         ax.set_title(f"{s.name}: mean ± std over {m['random']['_seeds']} seeds")
         fig.tight_layout()
-        path = out_dir / f"quality_{s.name}.png"
+        path = out_dir / f"{name}_{s.name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path.name)
@@ -284,7 +289,7 @@ def plots(bench: Any, settings: list[Any], rows: list[dict[str, Any]], out_dir: 
         ax.set_ylabel("ToV score (improvement)")
         ax.set_title(f"{s.name}: ToV scores by length bin (seed 0; red = target-like rows)")
         fig.tight_layout()
-        path = out_dir / f"quality_scores_{s.name}.png"
+        path = out_dir / f"{name}_scores_{s.name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path.name)
@@ -298,12 +303,15 @@ def write(
     seeds: int,
     wall: float | None,
     out_dir: Path = RESULTS,
+    name: str = "quality",
 ) -> None:
-    """Write quality.json, quality.md and the PNGs to out_dir from the finished runs.
+    """Write <name>.json, <name>.md and the PNGs to out_dir from the finished runs.
 
     wall: the run's wall time; None = the span of the stored runs' file times (report-only)."""
     from benchmarks.quality.jobs import RECIPE
-    from benchmarks.quality.run import ENGINE, LR_GRID
+    from benchmarks.quality.run import ENGINE, LR_GRID, SWEEP_SEEDS
+
+    engine = getattr(bench, "engine", ENGINE)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, extras = [], []
@@ -334,8 +342,8 @@ def write(
             for r in rows
         ],
     }
-    (out_dir / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
-    pngs = plots(bench, settings, rows, out_dir)
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    pngs = plots(bench, settings, rows, out_dir, name)
     md = [
         "# Quality benchmark: does the selected subset train a better model?",
         "",
@@ -355,6 +363,30 @@ def write(
         "ToV score-only and score+random come from one run.",
         "",
     ]
+    notes = []
+    if getattr(bench, "fixed_lr", None) is not None:
+        notes.append(
+            "Quick mode: smaller pools and test sets of the same shape (target-like rows 5% of "
+            "the pool, budget 5%), the learning rates the full run's sweep chose (no sweep), and "
+            "no uncertainty baseline or Method B ablation. Its numbers are noisier than the full "
+            "run's (benchmarks/results/quality.md), which they do not replace. The selection-time "
+            "goal is judged on the full run: on these small pools ToV's fixed cost (model load, "
+            "the epochs on U and on the validation set) weighs more, and LESS runs half its recipe."
+        )
+    less_epochs = {k.get("less_epochs") for k in engine.values()} - {None}
+    if less_epochs:
+        notes.append(
+            f"LESS warms up for {'/'.join(map(str, sorted(less_epochs)))} epoch(s) (one "
+            "checkpoint each; LESS's recipe and the full run: 4), so its selection time here is "
+            "about that fraction of the full recipe's."
+        )
+    if getattr(bench, "jobs", 1) > 1:
+        notes.append(
+            f"{bench.jobs} (setting, seed) tasks ran at once (one child process each), so every "
+            "selection time includes the other's competition for the cores."
+        )
+    if notes:
+        md += [" ".join(notes), ""]
     for s, r, c in zip(settings, rows, extras, strict=True):
         m = r["methods"]
         md += [f"## {s.name} ({s.task})", "", s.description + ".", ""]
@@ -363,11 +395,13 @@ def write(
             f"{s.budget}, validation {s.n_validation}, test {s.n_test}. Base model test loss "
             f"(no fine-tuning): {_fmt(c['base_loss'], '.4f')}."
         )
-        if c["sweep"]:
+        if c["sweep"] and c["sweep"].get("fixed"):
+            md.append(f"Fine-tuning LR fixed at **{c['sweep']['best']:g}** (the full run's sweep).")
+        elif c["sweep"]:
             grid = ", ".join(f"{k}: {v:.4f}" for k, v in c["sweep"]["grid"].items())
             md.append(
-                f"LR sweep on random ({len(LR_GRID[s.task])} LRs x 3 seeds, mean test "
-                f"loss): {grid} → **{c['sweep']['best']:g}**."
+                f"LR sweep on random ({len(LR_GRID[s.task])} LRs x {SWEEP_SEEDS} seeds, mean "
+                f"test loss): {grid} → **{c['sweep']['best']:g}**."
             )
         md += [
             "",
@@ -404,9 +438,9 @@ def write(
     md += [
         "## Settings used",
         "",
-        f"- Engine (all model-based methods): `{json.dumps(ENGINE)}`",
+        f"- Engine (all model-based methods): `{json.dumps(engine)}`",
         f"- Fine-tuning recipe: `{json.dumps(RECIPE)}`; AdamW, constant LR, weight decay 0.",
         "- Plots: " + ", ".join(f"`{p}`" for p in pngs),
         "",
     ]
-    (out_dir / "quality.md").write_text("\n".join(md))
+    (out_dir / f"{name}.md").write_text("\n".join(md))

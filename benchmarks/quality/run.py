@@ -1,38 +1,48 @@
 """Quality benchmark: does the selected subset train a better model? (issue #6)
 
-    python -m benchmarks.quality.run --mode quick     # 3 seeds  (make bench-quality-quick)
+    python -m benchmarks.quality.run --mode quick     # 3 seeds, smaller settings, < 20 min
     python -m benchmarks.quality.run --mode full      # 5 seeds  (make bench-quality)
     python -m benchmarks.quality.run --report-only    # rebuild the report from finished runs
+    python -m benchmarks.quality.run --mode full --settings wnut-company   # one setting
+    python -m benchmarks.quality.run --engine tagged_reduction='"mean"'   # an engine knob
 
 For every setting (settings.py) and seed, each method selects the same budget from the pool; the
 base model is fine-tuned on each selection with one fixed recipe (jobs.RECIPE; its learning rate
 is swept on random selection first, as in the paper) and the target test log-loss is measured.
 Every selection and every fine-tune runs in a child process (forked from a server that has
 imported torch once), one at a time, and its result is written to the work folder as soon as it
-finishes, so an interrupted run resumes where it stopped. Quick mode is the first 3 seeds of full
-mode: running full after quick only adds seeds 3 and 4.
+finishes, so an interrupted run resumes where it stopped.
+
+Modes (MODES): full = the settings of settings.SETTINGS, every method, 5 seeds, the LR sweep;
+writes benchmarks/results/quality.{json,md} and quality_*.png. quick = settings.QUICK_SETTINGS
+(the same shape with smaller pools and test sets), no uncertainty baseline and no Method B
+ablation, 3 seeds, and the learning rates the full run's sweep chose (no sweep); writes
+quality-quick.*. A run restricted with --settings/--runs/--engine writes under its own name
+(e.g. quality-wnut-company.*), never over the mode's files.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.quality import report
-from benchmarks.quality.settings import SETTINGS, Setting, build, load_meta
+from benchmarks.quality.settings import QUICK_SETTINGS, SETTINGS, Setting, build, load_meta
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / ".cache" / "models"
 WORK = REPO / ".cache" / "bench-quality"
-SEEDS = {"quick": 3, "full": 5}
 
 # The surrogate / selection settings every model-based method shares (engine knobs).
 ENGINE = {
@@ -59,6 +69,7 @@ ENGINE = {
         "max_length": 64,
         "less_projection_dim": 128,
         "min_per_bin": 5,
+        "tagged_reduction": "class_balanced",
     },
 }
 LR_GRID = {"causal_lm": [3e-4, 1e-3, 3e-3], "token_classification": [1e-4, 3e-4, 1e-3]}
@@ -81,6 +92,46 @@ METHODS = [
     "tov_method_b",
     "oracle",
 ]
+# The learning rates the full run's sweep chose (benchmarks/results/quality.md); quick mode uses
+# them instead of sweeping (its fine-tunes take the same number of optimizer steps per epoch).
+FULL_RUN_LR = {"wnut-company": 3e-4, "elements-in-pool": 3e-3, "latin-not-in-pool": 1e-3}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a mode runs: settings, selection runs, seeds, fixed LRs (None: sweep), output name,
+    engine overrides (on top of ENGINE) and how many (setting, seed) tasks run at once."""
+
+    settings: dict[str, Setting]
+    runs: tuple[str, ...]
+    seeds: int
+    fixed_lr: dict[str, float] | None
+    results: str
+    engine: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1
+
+
+MODES = {
+    "full": Mode(SETTINGS, tuple(RUNS), 5, None, "quality"),
+    # Quick: LESS warms up for 2 epochs (2 checkpoints) instead of 4, which halves its pool
+    # gradients; two (setting, seed) tasks run at once, one torch thread each.
+    "quick": Mode(
+        QUICK_SETTINGS,
+        ("random", "less", "tov"),
+        3,
+        FULL_RUN_LR,
+        "quality-quick",
+        engine={"less_epochs": 2},
+        jobs=2,
+    ),
+}
+SEEDS = {name: m.seeds for name, m in MODES.items()}
+
+
+def methods_of(runs: tuple[str, ...] | list[str]) -> list[str]:
+    """The benchmark methods the selection runs yield (plus the oracle), in METHODS order."""
+    made = {m for r in runs for m in RUNS[r][2]} | {"oracle"}
+    return [m for m in METHODS if m in made]
 
 
 def log(msg: str) -> None:
@@ -129,14 +180,36 @@ def oracle_indices(meta: dict[str, Any], budget: int, seed: int) -> list[int]:
 
 
 class Bench:
-    def __init__(self, work: Path, threads: int) -> None:
+    """Runs (or finds) the selections and fine-tunes of one benchmark configuration.
+
+    Args:
+        work: the work folder. threads: torch threads per child. runs: the selection runs (keys
+        of RUNS). fixed_lr: setting name -> fine-tuning LR (no sweep); None sweeps LR_GRID.
+        engine: ENGINE with overrides; records of another engine dict live in another folder.
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        threads: int,
+        runs: tuple[str, ...] | list[str] = tuple(RUNS),
+        fixed_lr: dict[str, float] | None = None,
+        engine: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.work = work
         self.ctx = _context()
         self.threads = threads
+        self.runs = tuple(runs)
+        self.methods = methods_of(self.runs)
+        self.fixed_lr = fixed_lr
+        self.engine = engine if engine is not None else ENGINE
+        self.jobs = 1  # tasks run at once (main sets it; the report says so)
         os.environ["BENCH_THREADS"] = str(threads)
 
     def folder(self, s: Setting) -> Path:
-        return self.work / "records" / f"{s.name}-{s.key()}"
+        blob = json.dumps(self.engine[s.task], sort_keys=True).encode()
+        engine_key = hashlib.sha256(blob).hexdigest()[:8]
+        return self.work / "records" / f"{s.name}-{s.key()}-e{engine_key}"
 
     def data(self, s: Setting) -> Path:
         return build(s, self.work / "data")
@@ -181,7 +254,7 @@ class Bench:
                 "variant": variant,
                 "seed": seed,
                 "budget": s.budget,
-                "engine": ENGINE[s.task],
+                "engine": self.engine[s.task],
                 "strategies": strategies,
             }
             got = run_child(self.ctx, "selection_job", spec, out)
@@ -208,27 +281,70 @@ class Bench:
         return best
 
     def prepare(self, s: Setting) -> float:
-        """Data, the base model's test loss, and the LR sweep; returns the chosen LR."""
+        """Data, the base model's test loss, and the LR (sweep, or fixed); returns the LR."""
         self.data(s)
         self.base_loss(s)
-        return self.sweep(s)
+        if self.fixed_lr is None:
+            return self.sweep(s)
+        lr = float(self.fixed_lr[s.name])
+        self.folder(s).mkdir(parents=True, exist_ok=True)
+        (self.folder(s) / "lr_sweep.json").write_text(
+            json.dumps({"grid": {}, "best": lr, "fixed": True}) + "\n"
+        )
+        return lr
 
     def run_seed(self, s: Setting, seed: int, lr: float) -> None:
         meta = load_meta(self.data(s))
         picks: dict[str, list[int]] = {}
-        for run in RUNS:
+        for run in self.runs:
             picks.update(self.selection(s, run, seed)["selections"])
         if meta["target_rows"]:
             picks["oracle"] = oracle_indices(meta, s.budget, seed)
-        for name in METHODS:
+        for name in self.methods:
             if name in picks:
                 self.finetune(s, name, picks[name], seed, lr)
 
 
+def _engine(overrides: list[str], base: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """ENGINE with the mode's knobs (`base`) and KEY=JSON overrides applied to every task."""
+    engine = {task: {**knobs, **(base or {})} for task, knobs in ENGINE.items()}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        for knobs in engine.values():
+            knobs[key] = json.loads(value)
+    return engine
+
+
+def results_name(mode: str, settings: list[str], runs: list[str], overrides: list[str]) -> str:
+    """The output stem: the mode's, plus what restricts or changes the run (so a partial or
+    altered run never overwrites the mode's files)."""
+    m = MODES[mode]
+    parts = [m.results]
+    if sorted(settings) != sorted(m.settings):
+        parts += settings
+    if tuple(runs) != m.runs:
+        parts.append("runs_" + "_".join(runs))
+    parts += ["".join(c if c.isalnum() or c in "._" else "_" for c in o) for o in overrides]
+    return "-".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--mode", choices=sorted(SEEDS), default="quick")
-    ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--mode", choices=sorted(MODES), default="quick")
+    ap.add_argument(
+        "--settings", nargs="*", default=None, choices=list(SETTINGS), help="default: all"
+    )
+    ap.add_argument(
+        "--runs", nargs="*", default=None, choices=list(RUNS), help="default: the mode's runs"
+    )
+    ap.add_argument(
+        "--engine",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="override an ENGINE knob for every task, e.g. tagged_reduction='\"mean\"'",
+    )
+    ap.add_argument("--results-name", default=None, help="output stem (default: see results_name)")
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument(
         "--threads",
@@ -237,11 +353,23 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default: 1 when "
         "the machine is busy, i.e. load average >= 1.5, else 2)",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="(setting, seed) tasks run at once (default: the mode's)",
+    )
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
+    mode = MODES[args.mode]
+    names = args.settings or list(mode.settings)
+    runs = args.runs or list(mode.runs)
     threads = args.threads or (1 if os.getloadavg()[0] >= 1.5 else 2)
-    settings = [SETTINGS[n] for n in args.settings]
-    bench = Bench(args.work, threads)
+    settings = [mode.settings[n] for n in names]
+    name = args.results_name or results_name(args.mode, names, runs, args.engine)
+    bench = Bench(args.work, threads, runs, mode.fixed_lr, _engine(args.engine, mode.engine))
+    jobs = max(1, args.jobs or mode.jobs)
+    bench.jobs = jobs
     start = time.time()
     if not args.report_only:
         for model in {s.model for s in settings}:
@@ -252,21 +380,41 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 2
         log(
-            f"mode {args.mode}: {SEEDS[args.mode]} seeds, {threads} torch thread(s), "
-            f"load average {os.getloadavg()[0]:.1f}, work folder {args.work}"
+            f"mode {args.mode}: {mode.seeds} seeds, runs {runs}, {jobs} task(s) at once, "
+            f"{threads} torch thread(s) each, load average {os.getloadavg()[0]:.1f}, "
+            f"work folder {args.work}, results {name}"
         )
-        lrs = {s.name: bench.prepare(s) for s in settings}
-        for seed in range(SEEDS[args.mode]):  # seed-major: a cut-short run has every setting
-            for s in settings:
-                bench.run_seed(s, seed, lrs[s.name])
-            log(f"seed {seed} done ({time.time() - start:.0f}s)")
+
+        def partial_report(seeds_done: int) -> None:
             try:
-                report.write(bench, settings, args.mode, seed + 1, time.time() - start)
+                wall = time.time() - start
+                report.write(bench, settings, args.mode, seeds_done, wall, name=name)
             except Exception as exc:  # a report bug must not stop a long run
                 log(f"report failed: {exc!r}")
+
+        if jobs == 1:
+            lrs = {s.name: bench.prepare(s) for s in settings}
+            for seed in range(mode.seeds):  # seed-major: a cut-short run has every setting
+                for s in settings:
+                    bench.run_seed(s, seed, lrs[s.name])
+                log(f"seed {seed} done ({time.time() - start:.0f}s)")
+                partial_report(seed + 1)
+        else:  # (setting, seed) tasks, `jobs` at once, the costliest (causal LM) first
+            lrs = {s.name: bench.prepare(s) for s in settings}  # data, base loss, LR
+            order = sorted(settings, key=lambda s: (s.task != "causal_lm", s.name))
+            tasks = [(s, seed) for s in order for seed in range(mode.seeds)]
+
+            def one(task: tuple[Setting, int]) -> None:
+                s, seed = task
+                bench.run_seed(s, seed, lrs[s.name])
+                log(f"{s.name} seed {seed} done ({time.time() - start:.0f}s)")
+
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for future in [pool.submit(one, t) for t in tasks]:
+                    future.result()
         log(f"done in {time.time() - start:.0f}s")
     wall = None if args.report_only else time.time() - start
-    report.write(bench, settings, args.mode, SEEDS[args.mode], wall)
+    report.write(bench, settings, args.mode, mode.seeds, wall, name=name)
     return 0
 
 

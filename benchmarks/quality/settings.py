@@ -20,7 +20,7 @@ import hashlib
 import importlib.metadata as md
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,51 @@ WNUT = Setting(
 )
 
 SETTINGS = {s.name: s for s in (WNUT, ELEMENTS, LATIN)}
+
+# Quick mode (make bench-quality-quick, < 20 min on 2 CPU cores): the same three settings and the
+# same shape (target-like rows 5% of the pool, budget 5%, the same validation sets), with smaller
+# pools and test sets. Selection cost grows with the pool (LESS: a gradient per pool row and
+# checkpoint), fine-tuning and evaluation with the budget and the test set.
+QUICK_SETTINGS = {
+    s.name: s
+    for s in (
+        replace(WNUT, pool_size=200, target_in_pool=10, budget=10, n_test=48),
+        replace(
+            ELEMENTS,
+            pool_counts={
+                "dict:gcide": 24,
+                "dict:foldoc": 17,
+                "dict:devil": 10,
+                "fortunes:computers": 12,
+                "fortunes:work": 10,
+                "fortunes:science": 10,
+                "quiz:capitals": 6,
+                "quiz:collectives": 6,
+            },
+            pool_size=100,
+            target_in_pool=5,
+            budget=5,
+            n_test=32,
+        ),
+        replace(
+            LATIN,
+            pool_counts={
+                "dict:gcide": 28,
+                "dict:foldoc": 20,
+                "dict:devil": 12,
+                "fortunes:computers": 12,
+                "fortunes:work": 10,
+                "fortunes:science": 8,
+                "quiz:sexes": 3,
+                "quiz:babies": 4,
+                "quiz:collectives": 3,
+            },
+            pool_size=100,
+            budget=5,
+            n_test=32,
+        ),
+    )
+}
 
 
 # --------------------------------------------------------------------------- WNUT-16

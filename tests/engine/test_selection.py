@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from tov_engine import ConfigError, SelectionConfig, select
-from tov_engine.selection import binned_top, length_bins, select_random, select_top
+from tov_engine.selection import (
+    binned_top,
+    bins_for,
+    length_bins,
+    select_random,
+    select_top,
+)
 
 
 def _nan_base(scores: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -165,6 +171,53 @@ def test_budget_above_pool_is_refused() -> None:
             config=SelectionConfig(budget=4),
             seed=0,
         )
+
+
+@pytest.mark.parametrize(
+    "k,num_bins,min_per_bin,expected",
+    [
+        (4, 10, 5, 1),
+        (9, 10, 5, 1),
+        (10, 10, 5, 2),
+        (49, 10, 5, 9),
+        (500, 10, 5, 10),
+        (4, 10, 0, 10),
+    ],
+)
+def test_bins_for_caps_bins_by_picks_per_bin(
+    k: int, num_bins: int, min_per_bin: int, expected: int
+) -> None:
+    assert bins_for(k, num_bins, min_per_bin) == expected
+
+
+def test_bins_for_refuses_negative() -> None:
+    with pytest.raises(ConfigError, match="min_per_bin"):
+        bins_for(4, 10, -1)
+
+
+def test_min_per_bin_lets_the_score_pick_rows_of_one_length_range() -> None:
+    # 8 of 100 rows are relevant (highest scores) and all short: 10 bins take one pick per length
+    # range; with min_per_bin = 5 an 8-row score-only budget uses one bin and takes all 8.
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([np.full(8, 2), rng.integers(3, 40, size=92)])
+    scores = np.concatenate([np.full(8, 5.0), rng.normal(size=92)]).astype(np.float32)
+    base = np.zeros(0, dtype=np.int64)
+    cfg = SelectionConfig(budget=8, strategy="score-only", num_bins=10)
+    paper = select(scores=scores, lengths=lengths, base_indices=base, config=cfg, seed=0)
+    capped = select(
+        scores=scores, lengths=lengths, base_indices=base, config=cfg, seed=0, min_per_bin=5
+    )
+    assert int((paper.indices < 8).sum()) == 1
+    assert sorted(capped.indices.tolist()) == list(range(8))
+    # min_per_bin 0 is the paper's rule; with enough picks per bin the cap changes nothing.
+    zero = select(
+        scores=scores, lengths=lengths, base_indices=base, config=cfg, seed=0, min_per_bin=0
+    )
+    assert np.array_equal(zero.indices, paper.indices)
+    big = SelectionConfig(budget=60, strategy="score-only", num_bins=10)
+    a = select(scores=scores, lengths=lengths, base_indices=base, config=big, seed=0)
+    b = select(scores=scores, lengths=lengths, base_indices=base, config=big, seed=0, min_per_bin=5)
+    assert np.array_equal(a.indices, b.indices)
 
 
 def test_random_baseline_is_uniform_and_seeded() -> None:
