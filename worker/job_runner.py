@@ -284,6 +284,8 @@ class JobRunner:
         first re-checks ownership (outcomes in target order; one for a single-target job)."""
         with self.sessions() as session:
             job = self._lock_owned(session)
+            if job.cancel_requested:  # asked after the last heartbeat: the cancel wins, no result
+                raise Cancelled("cancelled before the results were published")
             session.execute(delete(ScoreChunk).where(ScoreChunk.job_id == job.id))
             session.execute(delete(Selection).where(Selection.job_id == job.id))
             cfg = selection_config(job.params)
