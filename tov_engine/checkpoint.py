@@ -32,6 +32,23 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([repr(p) for p in parts]).encode()).hexdigest()
 
 
+def claim_folder(root: Path, fingerprint: str, holds: str) -> None:
+    """Create `root` for one job, or check that it already belongs to that job.
+
+    The first use writes manifest.json with the job's fingerprint; a folder whose manifest names
+    another job raises CheckpointError (`holds` says what it holds, for the message).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = root / "manifest.json"
+    if not manifest.exists():
+        manifest.write_text(json.dumps({"fingerprint": fingerprint}))
+    elif json.loads(manifest.read_text()).get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{root} holds {holds} of another job (different data, model or settings); "
+            "use an empty folder"
+        )
+
+
 class RoundStore:
     """Round results under one folder.
 
@@ -45,17 +62,7 @@ class RoundStore:
     def __init__(self, root: str | Path, fingerprint: str, keep_all_states: bool = True) -> None:
         self.root = Path(root)
         self.keep_all_states = keep_all_states
-        self.root.mkdir(parents=True, exist_ok=True)
-        manifest = self.root / "manifest.json"
-        if manifest.exists():
-            found = json.loads(manifest.read_text()).get("fingerprint")
-            if found != fingerprint:
-                raise CheckpointError(
-                    f"{self.root} holds checkpoints of another job (different data, model or "
-                    "settings); use an empty folder"
-                )
-        else:
-            manifest.write_text(json.dumps({"fingerprint": fingerprint}))
+        claim_folder(self.root, fingerprint, "checkpoints")
 
     def _dir(self, k: int) -> Path:
         return self.root / f"round_{k:03d}"

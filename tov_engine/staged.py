@@ -18,7 +18,6 @@ process (`run_selection`).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from tov_engine.checkpoint import claim_folder
 from tov_engine.config import JobConfig
 from tov_engine.errors import CheckpointError, ConfigError
 from tov_engine.progress import ProgressCallback, Tracker
@@ -60,16 +60,7 @@ class TrainedRounds:
 
     def __init__(self, root: str | Path, fingerprint: str) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        manifest = self.root / "manifest.json"
-        if manifest.exists():
-            if json.loads(manifest.read_text()).get("fingerprint") != fingerprint:
-                raise CheckpointError(
-                    f"{self.root} holds the rounds of another job (different data, model or "
-                    "settings); use an empty folder"
-                )
-        else:
-            manifest.write_text(json.dumps({"fingerprint": fingerprint}))
+        claim_folder(self.root, fingerprint, "the rounds")
 
     def _dir(self, k: int) -> Path:
         return self.root / f"round_{k:03d}"
