@@ -1,9 +1,14 @@
-"""Scale-out on real processes: one job's scoring shards split between two Celery workers, and
-the scores and selection identical to the same job on one worker."""
+"""Scale-out on real processes: one job's scoring shards split between two Celery workers, the
+job's own worker killed mid-scoring and the job resumed, and every time the scores and selection
+identical to the same job on one worker."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -44,6 +49,32 @@ def _results(client: httpx.Client, job_id: str) -> tuple[list[object], list[obje
     return rows(f"/v1/jobs/{job_id}/scores"), rows(f"/v1/jobs/{job_id}/selection")
 
 
+def _kill_the_job_worker_mid_scoring(
+    job_id: str, workers: dict[str, subprocess.Popen[bytes]], logs: Path
+) -> str:
+    """Wait until some but not all shards are done, then SIGKILL the worker running the job."""
+    from sqlalchemy import select
+
+    from app.db import get_sessionmaker
+    from app.models import JobShard
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        with get_sessionmaker()() as session:
+            states = session.scalars(select(JobShard.status).where(JobShard.job_id == job_id)).all()
+        done = sum(s == "done" for s in states)
+        if states and 2 <= done <= len(states) - 4:
+            break
+        assert not states or done < len(states) - 3, "scoring ended before the kill"
+        time.sleep(0.1)
+    else:
+        raise TimeoutError("the job's shards never started")
+    owner = next(n for n in workers if "tov.run_job[" in (logs / f"{n}.log").read_text())
+    os.killpg(workers[owner].pid, signal.SIGKILL)
+    workers[owner].wait()
+    return owner
+
+
 def test_two_workers_split_the_shards_and_select_the_same_rows(
     service_env: dict[str, str], service_dirs: dict[str, Path], api_key: str, tmp_path: Path
 ) -> None:
@@ -71,7 +102,22 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
             pair = wait_for_job(client, _submit(client, pool, val_id, "scale-2"), timeout=600)
         logs = "".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("w1", "w2"))
         assert pair["status"] == "succeeded", (pair, logs)
+
+        # The job's own worker is killed (-9, whole process group) mid-scoring: the helper
+        # finishes what it can, the reaper re-queues the job when its lease lapses, and the
+        # next attempt resumes with the rounds trained and the shards scored.
+        with running_worker(env, tmp_path, "w3") as w3, running_worker(env, tmp_path, "w4") as w4:
+            killed_id = _submit(client, pool, val_id, "scale-3")
+            victim = _kill_the_job_worker_mid_scoring(killed_id, {"w3": w3, "w4": w4}, tmp_path)
+            resumed = wait_for_job(client, killed_id, timeout=600)
+        logs = "".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in ("w3", "w4"))
+        assert resumed["status"] == "succeeded", (resumed, victim, logs)
+        assert resumed["attempt"] == 2, resumed
+        events = [e["kind"] for e in client.get(f"/v1/jobs/{killed_id}/events").json()]
+        assert "republished" in events, events
+
         solo_results, pair_results = _results(client, solo["id"]), _results(client, pair["id"])
+        killed_results = _results(client, killed_id)
 
     stats = pair["stats"]
     assert isinstance(stats, dict)
@@ -81,4 +127,5 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
     assert len(split) == 2 and min(split.values()) >= 1, split  # both workers scored shards
     assert len(solo["stats"]["shards_by_worker"]) == 1  # type: ignore[index]
     assert pair_results == solo_results  # every score and the selection, bit for bit
+    assert killed_results == solo_results
     assert len(pair_results[1]) == 30
