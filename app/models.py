@@ -178,6 +178,7 @@ class Selection(Base):
     budget: Mapped[float] = mapped_column(Float)
     strategy: Mapped[str] = mapped_column(String(40))
     num_bins: Mapped[int] = mapped_column(Integer)
+    min_per_bin: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     seed: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(BigInteger)
     indices: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64

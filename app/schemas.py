@@ -141,6 +141,11 @@ class ToVParams(Strict):
     score_fn: Literal["improvement", "absolute", "positive"] = "improvement"
     lora: LoraParams = LoraParams()
     tokens_per_batch: int = Field(default=8192, ge=128, le=1_048_576)
+    token_score: Literal["class_balanced", "mean"] = Field(
+        default="class_balanced",
+        description="token classification: a row's score is the class-balanced sum of its token "
+        "scores (default) or their mean (the paper's); causal LMs always take the mean",
+    )
 
 
 # A budget is a whole row count (>= 1) or a fraction (0 < b < 1); the schema says so exactly.
@@ -159,6 +164,13 @@ class SelectionParams(Strict):
     )
     strategy: Literal["score+random", "score-only"] = "score+random"
     num_bins: int = Field(default=10, ge=1, le=1000)
+    min_per_bin: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="fewer length bins when the score picks are few, so each bin gets this many "
+        "(0: always num_bins, the paper's rule)",
+    )
 
     @field_validator("budget")
     @classmethod
@@ -297,6 +309,7 @@ class SelectionRead(BaseModel):
     budget: float
     strategy: str
     num_bins: int
+    min_per_bin: int
     seed: int
     size: int
     is_default: bool

@@ -28,6 +28,12 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="tov", choices=["tov", "random", "uncertainty", "less"])
     p.add_argument("--strategy", default="score+random", choices=["score+random", "score-only"])
     p.add_argument("--num-bins", type=int, default=10, help="length bins (default 10)")
+    p.add_argument(
+        "--min-per-bin",
+        type=int,
+        default=0,
+        help="fewer bins when the score picks are few, so each gets this many (default 0: off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=512, help="tokens per row (default 512)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -45,6 +51,12 @@ def _add_tov_options(p: argparse.ArgumentParser) -> None:
         "--score-fn", default=d.score_fn, choices=["improvement", "absolute", "positive"]
     )
     p.add_argument("--tokens-per-batch", type=int, default=d.tokens_per_batch)
+    p.add_argument(
+        "--token-score",
+        default=d.token_score,
+        choices=["class_balanced", "mean"],
+        help="token classification: how a row's token scores reduce (default class_balanced)",
+    )
     p.add_argument("--full-finetune", action="store_true", help="no LoRA: train all weights")
     p.add_argument("--lora-rank", type=int, default=d.lora.rank)
     p.add_argument("--lora-alpha", type=int, default=d.lora.alpha)
@@ -94,8 +106,11 @@ def config_from_args(a: argparse.Namespace) -> JobConfig:
             score_fn=a.score_fn,
             lora=lora,
             tokens_per_batch=a.tokens_per_batch,
+            token_score=a.token_score,
         ),
-        selection=SelectionConfig(budget=budget, strategy=a.strategy, num_bins=a.num_bins),
+        selection=SelectionConfig(
+            budget=budget, strategy=a.strategy, num_bins=a.num_bins, min_per_bin=a.min_per_bin
+        ),
         less=LessSettings(
             warmup_fraction=a.less_warmup_fraction,
             epochs=a.less_epochs,

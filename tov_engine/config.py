@@ -13,6 +13,7 @@ METHODS = ("tov", "random", "uncertainty", "less")
 STRATEGIES = ("score+random", "score-only")
 VARIANTS = ("A", "B")
 SCORE_FNS = ("improvement", "absolute", "positive")
+TOKEN_SCORES = ("class_balanced", "mean")  # token classification's row reduction (scoring.py)
 
 # Paper: |U| = 4096 and L = 16384 / |U| rounds, i.e. 16384 base examples (~1024 batches of 16).
 PAPER_BASE_EXAMPLES = 16384
@@ -33,6 +34,8 @@ class SelectionConfig:
     budget: float = 0.1  # >= 1: a row count (whole number); in (0, 1): a fraction of the pool
     strategy: str = "score+random"  # paper default; or "score-only"
     num_bins: int = 10  # paper: 10 equal-count length bins
+    # ours: > 0 uses fewer bins when the score picks are few, so each bin gets this many (0: paper)
+    min_per_bin: int = 0
 
     def __post_init__(self) -> None:
         b = self.budget
@@ -46,6 +49,10 @@ class SelectionConfig:
         _require(
             isinstance(self.num_bins, int) and self.num_bins >= 1,
             f"selection.num_bins must be an integer >= 1, got {self.num_bins!r}",
+        )
+        _require(
+            isinstance(self.min_per_bin, int) and self.min_per_bin >= 0,
+            f"selection.min_per_bin must be an integer >= 0, got {self.min_per_bin!r}",
         )
 
     def resolve_budget(self, pool_size: int) -> int:
@@ -96,6 +103,8 @@ class ToVConfig:
     score_fn: str = "improvement"  # paper default; "absolute" or "positive"
     lora: LoraSettings = field(default_factory=LoraSettings)  # paper: LoRA alpha 32, dropout 0.2
     tokens_per_batch: int = 8192  # ours: padded-token budget of one scoring batch
+    # ours: how a token-classification row's token scores reduce (scoring.py); causal LM: mean
+    token_score: str = "class_balanced"
 
     def __post_init__(self) -> None:
         bs = self.base_size
@@ -114,6 +123,10 @@ class ToVConfig:
         _require(
             isinstance(self.tokens_per_batch, int) and self.tokens_per_batch >= 1,
             "tov.tokens_per_batch must be an int >= 1",
+        )
+        _require(
+            self.token_score in TOKEN_SCORES,
+            f"tov.token_score must be one of {TOKEN_SCORES}, got {self.token_score!r}",
         )
 
     def resolve_base_size(self, budget: int, pool_size: int) -> int:

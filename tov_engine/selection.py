@@ -142,7 +142,7 @@ def select(
     base_indices: np.ndarray,
     config: SelectionConfig,
     seed: int,
-    min_per_bin: int = 0,
+    min_per_bin: int | None = None,
 ) -> Selection:
     """Pick the subset for a budget from per-row scores.
 
@@ -150,8 +150,9 @@ def select(
         scores: (N,) per pool row; NaN rows (the base subset U, rows without loss tokens) are never
             picked by score. lengths: (N,) loss-bearing tokens per row, for the length bins.
         base_indices: (|U|,) the base subset. config: budget, strategy, bins. seed: for the draws.
-        min_per_bin: 0 (default, the paper's rule) uses config.num_bins bins; > 0 uses fewer
-            when the score part would give a bin fewer than this many picks (`bins_for`).
+        min_per_bin: overrides config.min_per_bin when given. 0 (the paper's rule) uses
+            config.num_bins bins; > 0 uses fewer when the score part would give a bin fewer than
+            this many picks (`bins_for`).
     Returns:
         The Selection. score+random: ceil(n/2) by binned score from R = X minus U, floor(n/2) at
         random from U, and, when U or the scored rows run short, the rest at random from the
@@ -164,7 +165,8 @@ def select(
     in_base = _check(scores, lengths, base, n)
     scored = np.flatnonzero(~in_base & ~np.isnan(scores))
     half = n // 2 if config.strategy == "score+random" else 0
-    num_bins = bins_for(n - half, config.num_bins, min_per_bin)
+    per_bin = config.min_per_bin if min_per_bin is None else min_per_bin
+    num_bins = bins_for(n - half, config.num_bins, per_bin)
     top = binned_top(scored, scores, lengths, n - half, num_bins)
     rng = np.random.default_rng(seed)
     from_u = _random(rng, np.sort(base), half)

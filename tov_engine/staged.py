@@ -249,7 +249,10 @@ class StagedToV:
                 keep = storing_combine(s.model, task, kept)
                 run_pass(s.model, pool, batches, keep, pad_id=pad_id, tracker=tracker, units=_first)
             with merged(s, "val"):
-                combine = stored_combine(s.model, task, kept, self.job.config.tov.score_fn)
+                cfg = self.job.config.tov
+                combine = stored_combine(
+                    s.model, task, kept, cfg.score_fn, reduction=cfg.token_score
+                )
                 scores = run_pass(
                     s.model, pool, batches, combine, pad_id=pad_id, tracker=tracker, units=_second
                 )

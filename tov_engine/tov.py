@@ -193,7 +193,9 @@ def _score_round(
     t.seconds["train"] += time.perf_counter() - start
     start = time.perf_counter()
     with _weights(t, "val"):
-        combine = stored_combine(model, t.task, kept, t.config.score_fn)
+        combine = stored_combine(
+            model, t.task, kept, t.config.score_fn, reduction=t.config.token_score
+        )
         scores = run_pass(
             model, t.pool, batches, combine, pad_id=t.pad_id, tracker=t.tracker, units=second
         )

@@ -18,6 +18,7 @@ def selection_config(params: dict[str, Any]) -> SelectionConfig:
         budget=int(budget) if budget >= 1 else budget,
         strategy=raw.get("strategy", "score+random"),
         num_bins=int(raw.get("num_bins", 10)),
+        min_per_bin=int(raw.get("min_per_bin", 0)),
     )
 
 

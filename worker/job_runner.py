@@ -308,6 +308,7 @@ class JobRunner:
                     budget=float(cfg.budget),
                     strategy=cfg.strategy,
                     num_bins=cfg.num_bins,
+                    min_per_bin=cfg.min_per_bin,
                     seed=job.seed,
                     is_default=True,
                     target=target,

@@ -25,7 +25,12 @@ def compute_selection(selection_id: str) -> None:
         scores, lengths = read_scores(session=session, job_id=row.job_id, target=row.target)
         budget = int(row.budget) if row.budget >= 1 else row.budget
         try:
-            config = SelectionConfig(budget=budget, strategy=row.strategy, num_bins=row.num_bins)
+            config = SelectionConfig(
+                budget=budget,
+                strategy=row.strategy,
+                num_bins=row.num_bins,
+                min_per_bin=row.min_per_bin,
+            )
             chosen = select(
                 scores=scores,
                 lengths=lengths,

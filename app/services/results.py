@@ -97,6 +97,7 @@ def add_selection(
     seed: int,
     is_default: bool,
     target: int = 0,
+    min_per_bin: int = 0,
 ) -> Selection:
     row = Selection(
         job_id=job_id,
@@ -104,6 +105,7 @@ def add_selection(
         budget=budget,
         strategy=strategy,
         num_bins=num_bins,
+        min_per_bin=min_per_bin,
         seed=seed,
         size=len(indices),
         indices=np.asarray(indices, dtype="<i8").tobytes(),

@@ -31,6 +31,7 @@ def request_selection(
         budget=body.budget,
         strategy=body.strategy,
         num_bins=body.num_bins,
+        min_per_bin=body.min_per_bin,
         seed=job.seed if body.seed is None else body.seed,
         size=0,
         indices=b"",

@@ -147,6 +147,7 @@ def test_cli_create_from_local_files_then_cancel(live: Live) -> None:
         "budget": 10,
         "strategy": "score+random",
         "num_bins": 2,
+        "min_per_bin": 0,
     }
     assert created["params"]["tov"]["rounds"] == 1 and created["metadata"] == {"suite": "cancel"}
     assert created["pool"].startswith("ds_")  # the local file was uploaded first

@@ -15,6 +15,8 @@ from tov_engine import JobConfig, LessSettings, LoraSettings, SelectionConfig, T
         (lambda: SelectionConfig(budget=float("nan")), "finite"),
         (lambda: SelectionConfig(strategy="top"), "strategy"),
         (lambda: SelectionConfig(num_bins=0), "num_bins"),
+        (lambda: SelectionConfig(min_per_bin=-1), "min_per_bin"),
+        (lambda: ToVConfig(token_score="max"), "token_score"),
         (lambda: LoraSettings(rank=0), "rank"),
         (lambda: LoraSettings(dropout=1.0), "dropout"),
         (lambda: LoraSettings(target_modules=()), "target_modules"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def test_token_classification_finds_the_entity_row(
     assert int(np.nanargmax(out.scores)) == target
     assert out.selection.indices[0] == target
     assert out.lengths[target] == 6  # one loss token per word, sub-words not counted twice
+
+    # tov.token_score reaches the scoring: the paper's per-row mean gives other scores.
+    mean = run_selection(
+        pool_path=write_jsonl("p.jsonl", pool),
+        validation_path=write_jsonl("v.jsonl", [ENTITY] * 4),
+        model=tiny_token_classifier_dir,
+        config=dataclasses.replace(config, tov=dataclasses.replace(config.tov, token_score="mean")),
+    )
+    scored = ~np.isnan(out.scores)
+    assert np.array_equal(scored, ~np.isnan(mean.scores))
+    assert not np.allclose(out.scores[scored], mean.scores[scored])
 
 
 def test_less_ranks_the_validation_like_row_first(

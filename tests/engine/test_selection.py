@@ -218,6 +218,12 @@ def test_min_per_bin_lets_the_score_pick_rows_of_one_length_range() -> None:
     a = select(scores=scores, lengths=lengths, base_indices=base, config=big, seed=0)
     b = select(scores=scores, lengths=lengths, base_indices=base, config=big, seed=0, min_per_bin=5)
     assert np.array_equal(a.indices, b.indices)
+    # The same rule as a config field (what the API and the CLI set).
+    configured = SelectionConfig(budget=8, strategy="score-only", num_bins=10, min_per_bin=5)
+    via_config = select(
+        scores=scores, lengths=lengths, base_indices=base, config=configured, seed=0
+    )
+    assert np.array_equal(via_config.indices, capped.indices)
 
 
 def test_random_baseline_is_uniform_and_seeded() -> None:
