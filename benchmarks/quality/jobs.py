@@ -74,7 +74,6 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         SelectionConfig,
         ToVConfig,
         run_selection,
-        scoring,
         select,
     )
     from tov_engine.selection import bins_for
@@ -85,8 +84,6 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     e = spec["engine"]
-    if "tagged_reduction" in e:  # token classification's row reduction (engine default if unset)
-        scoring.TAGGED_REDUCTION = e["tagged_reduction"]
     lora = LoraSettings(rank=e["lora_rank"], target_modules=tuple(e["lora_target_modules"]))
     tov = ToVConfig(
         rounds=e["rounds"],
@@ -97,6 +94,8 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         score_fn=e["score_fn"],
         variant=spec.get("variant", "A"),
         lora=lora,
+        # token classification's row reduction (tov.token_score; the engine default if unset)
+        token_score=e.get("tagged_reduction", ToVConfig().token_score),
     )
     config = JobConfig(
         task=spec["task"],
