@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# The CPU wheel lies on disk; without it first, pip would pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[engine,test,client]"
+	# lm-eval ships the MMLU task files the data-source tests read (files only: no dependencies).
+	$(PY) -m pip install -q --no-deps lm-eval
 	touch $(STAMP)
 
 setup: $(STAMP)

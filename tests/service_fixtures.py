@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from sqlalchemy.orm import Session
@@ -137,3 +138,38 @@ def copy_into(src: Path, dest_dir: Path) -> Path:
     target = dest_dir / src.name
     shutil.copy(src, target)
     return target
+
+
+def finish_with_results(
+    session: Session, job_id: str, scores: np.ndarray, picked: list[int], from_random: list[int]
+) -> str:
+    """Mark a job succeeded with `scores` (lengths 9, no base subset) and a default selection of
+    the rows `picked`, as a worker would have published them. Returns the selection's id."""
+    from app.models import Job
+    from app.services.results import add_selection, write_scores
+
+    job = session.get(Job, job_id)
+    assert job is not None
+    job.status, job.progress, job.rows_done = "succeeded", 1.0, len(scores)
+    scores = np.asarray(scores, dtype="<f4")
+    write_scores(
+        session=session,
+        job_id=job_id,
+        scores=scores,
+        lengths=np.full(len(scores), 9, "<i4"),
+        base_indices=np.zeros(0, dtype=np.int64),
+    )
+    selection = add_selection(
+        session=session,
+        job_id=job_id,
+        indices=np.array(picked, dtype=np.int64),
+        scores=scores[picked],
+        from_random=np.array(from_random, dtype=np.uint8),
+        budget=len(picked),
+        strategy="score+random",
+        num_bins=2,
+        seed=0,
+        is_default=True,
+    )
+    session.flush()
+    return selection.id

@@ -55,7 +55,7 @@ def seed_resources(url: str, key: str, database_url: str) -> dict[str, list[str]
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from app.models import Job, ScoreChunk, Selection
+    from tests.service_fixtures import finish_with_results
 
     headers = {"Authorization": f"Bearer {key}"}
     body = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
@@ -82,35 +82,9 @@ def seed_resources(url: str, key: str, database_url: str) -> dict[str, list[str]
         ]
     engine = create_engine(database_url)
     with Session(engine) as session:
-        job = session.get(Job, jobs[1])
-        assert job is not None
-        job.status, job.progress, job.rows_done = "succeeded", 1.0, len(ROWS)
-        scores = np.linspace(-1, 1, len(ROWS)).astype("<f4")
-        session.add(
-            ScoreChunk(
-                job_id=job.id,
-                chunk=0,
-                start_row=0,
-                count=len(ROWS),
-                scores=scores.tobytes(),
-                lengths=np.full(len(ROWS), 9, "<i4").tobytes(),
-            )
-        )
-        selection = Selection(
-            job_id=job.id,
-            budget=3,
-            strategy="score+random",
-            num_bins=2,
-            seed=0,
-            size=3,
-            indices=np.array([0, 3, 5], "<i8").tobytes(),
-            scores=scores[[0, 3, 5]].tobytes(),
-            from_random=np.array([0, 0, 1], np.uint8).tobytes(),
-            is_default=True,
-        )
-        session.add(selection)
+        scores = np.linspace(-1, 1, len(ROWS))
+        selection_id = finish_with_results(session, jobs[1], scores, [0, 3, 5], [0, 0, 1])
         session.commit()
-        selection_id = selection.id
     engine.dispose()
     return {"dataset_id": datasets, "job_id": jobs, "selection_id": [selection_id]}
 

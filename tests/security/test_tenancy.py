@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from tests.service_fixtures import make_key
+from tests.service_fixtures import finish_with_results, make_key
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 ROWS = [{"prompt": f"Secret question {i}?", "completion": f"SECRET-ANSWER-{i}"} for i in range(6)]
@@ -36,7 +36,7 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
 
     from app.db import get_sessionmaker
     from app.main import create_app
-    from app.models import Job, ScoreChunk, Selection
+    from app.models import Job
 
     key_a, key_b = make_key("tenant-a-s3"), make_key("tenant-b-s3")
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -49,35 +49,9 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
         queued = client.post("/v1/jobs", json=job_body, headers=auth(key_a)).json()
         done = client.post("/v1/jobs", json={**job_body, "seed": 1}, headers=auth(key_a)).json()
         with get_sessionmaker()() as session:
-            job = session.get(Job, done["id"])
-            assert job is not None
-            job.status, job.progress, job.rows_done = "succeeded", 1.0, len(ROWS)
-            scores = np.linspace(0.1, 0.6, len(ROWS)).astype("<f4")
-            session.add(
-                ScoreChunk(
-                    job_id=job.id,
-                    chunk=0,
-                    start_row=0,
-                    count=len(ROWS),
-                    scores=scores.tobytes(),
-                    lengths=np.full(len(ROWS), 7, "<i4").tobytes(),
-                )
-            )
-            selection = Selection(
-                job_id=job.id,
-                budget=2,
-                strategy="score+random",
-                num_bins=2,
-                seed=0,
-                size=2,
-                indices=np.array([1, 4], "<i8").tobytes(),
-                scores=scores[[1, 4]].tobytes(),
-                from_random=np.array([0, 1], np.uint8).tobytes(),
-                is_default=True,
-            )
-            session.add(selection)
+            scores = np.linspace(0.1, 0.6, len(ROWS))
+            selection_id = finish_with_results(session, done["id"], scores, [1, 4], [0, 1])
             session.commit()
-            selection_id = selection.id
         # B owns a succeeded job too, to aim A's selection id through B's own job.
         b_pool = client.post(
             "/v1/datasets?name=b.jsonl",
