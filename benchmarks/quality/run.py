@@ -91,7 +91,10 @@ METHODS = [
     "tov_score_random",
     "tov_method_b",
     "oracle",
+    "oracle_half",
 ]
+# Methods that pick by the benchmark's knowledge of the target-like rows (no selection run).
+ORACLES = ("oracle", "oracle_half")
 # The learning rates the full run's sweep chose (benchmarks/results/quality.md); quick mode uses
 # them instead of sweeping (its fine-tunes take the same number of optimizer steps per epoch).
 FULL_RUN_LR = {"wnut-company": 3e-4, "elements-in-pool": 3e-3, "latin-not-in-pool": 1e-3}
@@ -130,7 +133,7 @@ SEEDS = {name: m.seeds for name, m in MODES.items()}
 
 def methods_of(runs: tuple[str, ...] | list[str]) -> list[str]:
     """The benchmark methods the selection runs yield (plus the oracle), in METHODS order."""
-    made = {m for r in runs for m in RUNS[r][2]} | {"oracle"}
+    made = {m for r in runs for m in RUNS[r][2]} | set(ORACLES)
     return [m for m in METHODS if m in made]
 
 
@@ -168,15 +171,33 @@ def cached(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def oracle_indices(meta: dict[str, Any], budget: int, seed: int) -> list[int]:
-    """Target-like rows first (a seeded sample if more than the budget), then random others."""
+def oracle_indices(
+    meta: dict[str, Any], budget: int, seed: int, known: int | None = None
+) -> list[int]:
+    """Target-like rows first (a seeded sample if more than fit), then random others.
+
+    known: how many slots may use the knowledge of the target-like rows (default: the whole
+    budget). `known = budget - budget // 2` is the ceiling of any score+random selection: its
+    score half perfect, its other half uniformly random over the rest of the pool, as
+    score+random's is."""
+    known = budget if known is None else known
     mask = np.asarray(meta["target_mask"], dtype=bool)
     rng = np.random.default_rng([seed, 99])
     target = np.flatnonzero(mask)
     others = np.flatnonzero(~mask)
-    take = rng.permutation(target)[:budget]
-    fill = rng.permutation(others)[: budget - len(take)]
-    return sorted(int(i) for i in np.concatenate([take, fill]))
+    take = rng.permutation(target)[:known]
+    fill = rng.permutation(others)[: known - len(take)]
+    picked = np.concatenate([take, fill])
+    rest = np.setdiff1d(np.arange(len(mask)), picked)
+    drawn = np.random.default_rng([seed, 98]).permutation(rest)[: budget - len(picked)]
+    return sorted(int(i) for i in np.concatenate([picked, drawn]))
+
+
+def oracle_picks(method: str, meta: dict[str, Any], budget: int, seed: int) -> list[int]:
+    """The indices an ORACLES method picks: `oracle` knows every slot, `oracle_half` the score
+    half of score+random (the other half is random)."""
+    known = budget if method == "oracle" else budget - budget // 2
+    return oracle_indices(meta, budget, seed, known)
 
 
 class Bench:
@@ -299,7 +320,8 @@ class Bench:
         for run in self.runs:
             picks.update(self.selection(s, run, seed)["selections"])
         if meta["target_rows"]:
-            picks["oracle"] = oracle_indices(meta, s.budget, seed)
+            for name in ORACLES:
+                picks[name] = oracle_picks(name, meta, s.budget, seed)
         for name in self.methods:
             if name in picks:
                 self.finetune(s, name, picks[name], seed, lr)
@@ -400,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"seed {seed} done ({time.time() - start:.0f}s)")
                 partial_report(seed + 1)
         else:  # (setting, seed) tasks, `jobs` at once, the costliest (causal LM) first
-            lrs = {s.name: bench.prepare(s) for s in settings}  # data, base loss, LR
+            with ThreadPoolExecutor(max_workers=jobs) as pool:  # data, base loss, LR sweep
+                lrs = dict(zip(names, pool.map(bench.prepare, settings), strict=True))
             order = sorted(settings, key=lambda s: (s.task != "causal_lm", s.name))
             tasks = [(s, seed) for s in order for seed in range(mode.seeds)]
 
