@@ -1,7 +1,7 @@
 """Quality benchmark: does the selected subset train a better model? (issue #6)
 
     python -m benchmarks.quality.run --mode quick     # 3 seeds, smaller settings, < 20 min
-    python -m benchmarks.quality.run --mode full      # 5 seeds  (make bench-quality)
+    python -m benchmarks.quality.run --mode full      # 10 seeds (make bench-quality)
     python -m benchmarks.quality.run --report-only    # rebuild the report from finished runs
     python -m benchmarks.quality.run --mode full --settings wnut-company   # one setting
     python -m benchmarks.quality.run --engine tagged_reduction='"mean"'   # an engine knob
@@ -10,10 +10,12 @@ For every setting (settings.py) and seed, each method selects the same budget fr
 base model is fine-tuned on each selection with one fixed recipe (jobs.RECIPE; its learning rate
 is swept on random selection first, as in the paper) and the target test log-loss is measured.
 Every selection and every fine-tune runs in a child process (forked from a server that has
-imported torch once), one at a time, and its result is written to the work folder as soon as it
-finishes, so an interrupted run resumes where it stopped.
+imported torch once), one per (setting, seed) task and the mode's `jobs` tasks at once, and its
+result is written to the work folder as soon as it finishes, so an interrupted run resumes where
+it stopped.
 
-Modes (MODES): full = the settings of settings.SETTINGS, every method, 5 seeds, the LR sweep;
+Modes (MODES): full = the settings of settings.SETTINGS, every method, 10 seeds (the paper
+reports the mean of 10 runs), the LR sweep;
 writes benchmarks/results/quality.{json,md} and quality_*.png. quick = settings.QUICK_SETTINGS
 (the same shape with smaller pools and test sets), no uncertainty baseline and no Method B
 ablation, 3 seeds, and the learning rates the full run's sweep chose (no sweep); writes
@@ -115,7 +117,8 @@ class Mode:
 
 
 MODES = {
-    "full": Mode(SETTINGS, tuple(RUNS), 5, None, "quality"),
+    # Full: two (setting, seed) tasks at once, one torch thread each (as quick).
+    "full": Mode(SETTINGS, tuple(RUNS), 10, None, "quality", jobs=2),
     # Quick: LESS warms up for 2 epochs (2 checkpoints) instead of 4, which halves its pool
     # gradients; two (setting, seed) tasks run at once, one torch thread each.
     "quick": Mode(
@@ -372,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default: 1 when "
-        "the machine is busy, i.e. load average >= 1.5, else 2)",
+        help="torch threads per task (default: 1 when tasks run in parallel or the machine "
+        "is busy, i.e. load average >= 1.5, else 2)",
     )
     ap.add_argument(
         "--jobs",
@@ -386,11 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = MODES[args.mode]
     names = args.settings or list(mode.settings)
     runs = args.runs or list(mode.runs)
-    threads = args.threads or (1 if os.getloadavg()[0] >= 1.5 else 2)
+    jobs = max(1, args.jobs or mode.jobs)
+    threads = args.threads or (1 if jobs > 1 or os.getloadavg()[0] >= 1.5 else 2)
     settings = [mode.settings[n] for n in names]
     name = args.results_name or results_name(args.mode, names, runs, args.engine)
     bench = Bench(args.work, threads, runs, mode.fixed_lr, _engine(args.engine, mode.engine))
-    jobs = max(1, args.jobs or mode.jobs)
     bench.jobs = jobs
     start = time.time()
     if not args.report_only:
