@@ -178,10 +178,8 @@ def _ceiling(name: str, share: float | None, half: dict[str, Any] | None) -> lis
         if ceiling > 0
         else f"- {name}: ceiling of any score+random selection {ceiling:.2f}"
     )
-    if ceiling < 0.6:
-        line += (
-            " (the 0.6 goal is out of reach for score+random in this setting, whatever the score)"
-        )
+    if ceiling < 0.6 and share < 0.6:
+        line += " (the ceiling is below 0.6 too: no score lifts score+random to the goal here)"
     return [line]
 
 
