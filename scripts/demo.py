@@ -195,6 +195,8 @@ def run_job(url: str, api_key: str, started: float) -> int:
         return 1
     out = STATE / "selection.jsonl"
     out.write_bytes(client.get(f"/v1/jobs/{job_id}/selection").content)
+    # Every pool row's score too: the file whose hash shows a refactor changed no result.
+    (STATE / "scores.jsonl").write_bytes(client.get(f"/v1/jobs/{job_id}/scores").content)
     selection = [json.loads(line) for line in out.read_text().splitlines()]
     target = Counter(
         json.loads(line).get("source", "?") for line in validation_file.read_text().splitlines()
@@ -206,7 +208,7 @@ def run_job(url: str, api_key: str, started: float) -> int:
         f"validation target: {target}"
     )
     summarise(selection, pool, target)
-    console.print(f"selection written to {out}")
+    console.print(f"selection written to {out}, every row's score to {STATE / 'scores.jsonl'}")
     console.print(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
 

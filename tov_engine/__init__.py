@@ -3,6 +3,9 @@
 Importing the package is cheap and torch-free; torch and transformers load when a run starts.
 """
 
+import importlib
+from typing import Any
+
 from tov_engine.config import JobConfig, LessSettings, LoraSettings, SelectionConfig, ToVConfig
 from tov_engine.data import DatasetInfo, inspect_dataset, read_rows
 from tov_engine.errors import (
@@ -17,6 +20,26 @@ from tov_engine.multi import run_multi_target
 from tov_engine.progress import ProgressCallback, ProgressEvent
 from tov_engine.runner import SelectionOutcome, run_selection
 from tov_engine.selection import Selection, select
+
+# Heavy names (they import torch) load on first use, so `import tov_engine` stays cheap.
+_LAZY = {
+    "Shard": "tov_engine.staged",
+    "StagedToV": "tov_engine.staged",
+    "prepare_staged": "tov_engine.staged",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tov_engine' has no attribute {name!r}")
+
+
+def preload() -> None:
+    """Import the ML stack and every method's modules now (a worker does it before forking)."""
+    for module in ("torch", "transformers", "peft", "tov_engine.methods", "tov_engine.staged"):
+        importlib.import_module(module)
+
 
 __all__ = [
     "Cancelled",
@@ -34,8 +57,12 @@ __all__ = [
     "Selection",
     "SelectionConfig",
     "SelectionOutcome",
+    "Shard",
+    "StagedToV",
     "ToVConfig",
     "inspect_dataset",
+    "preload",
+    "prepare_staged",
     "read_rows",
     "run_multi_target",
     "run_selection",
