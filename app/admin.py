@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.auth import create_key, revoke_key
-from app.db import get_sessionmaker
+from app.core.auth import create_key, revoke_key
+from app.core.db import get_sessionmaker
 from app.migrate import upgrade_database
 
 

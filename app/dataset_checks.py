@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import InvalidInput, UnsupportedMediaType
+from app.core.errors import InvalidInput, UnsupportedMediaType
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from app.core.config import Settings
 
 MAX_REPORTED_ERRORS = 20
 ROW_FORMATS = ("chat", "prompt_completion", "text", "tokens")

@@ -16,7 +16,7 @@ import sys
 import time
 from types import FrameType
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.migrate import upgrade_database
 
 logger = logging.getLogger("tov.serve")

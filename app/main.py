@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.config import get_settings
-from app.errors import install_error_handlers
-from app.limits import BodyLimitMiddleware
-from app.observability import configure_logging, install_metrics
+from app.core.config import get_settings
+from app.core.errors import install_error_handlers
+from app.core.limits import BodyLimitMiddleware
+from app.core.observability import configure_logging, install_metrics
 from app.routes import datasets, health, jobs, ui
 
 

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.config import Settings
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from app.storage import new_temp
+from app.core.config import Settings
+from app.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.core.storage import new_temp
 
 MAX_URI_CHARS = 2048
 RESOLVE_TIMEOUT_S = 5.0

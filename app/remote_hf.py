@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import PayloadTooLarge
+from app.core.errors import PayloadTooLarge
+from app.core.storage import new_temp
 from app.remote import Downloaded, RemoteRefused
-from app.storage import new_temp
 
 MAX_PATH_CHARS = 1024
 CHUNK_BYTES = 1 << 20

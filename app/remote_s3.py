@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.config import Settings
-from app.errors import PayloadTooLarge
+from app.core.config import Settings
+from app.core.errors import PayloadTooLarge
+from app.core.storage import new_temp
 from app.remote import (
     CONNECT_TIMEOUT_S,
     TOTAL_TIMEOUT_S,
@@ -39,7 +40,6 @@ from app.remote import (
     check_host_syntax,
     resolve_once,
 )
-from app.storage import new_temp
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ REDIS_URL = os.environ.get("TOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _reset_caches() -> None:
-    from app.config import get_settings
-    from app.db import get_engine, get_sessionmaker
-    from app.queue import producer
+    from app.core.config import get_settings
+    from app.core.db import get_engine, get_sessionmaker
+    from app.core.queue import producer
 
     if get_engine.cache_info().currsize:
         get_engine().dispose()
@@ -87,15 +87,15 @@ def service_env(pg_database: str, service_dirs: dict[str, Path]) -> Iterator[dic
 
 @pytest.fixture()
 def db_session(service_env: dict[str, str]) -> Iterator[Session]:
-    from app.db import get_sessionmaker
+    from app.core.db import get_sessionmaker
 
     with get_sessionmaker()() as session:
         yield session
 
 
 def make_key(tenant: str) -> str:
-    from app.auth import create_key
-    from app.db import get_sessionmaker
+    from app.core.auth import create_key
+    from app.core.db import get_sessionmaker
 
     with get_sessionmaker()() as session:
         _, key = create_key(session=session, tenant_name=tenant)
@@ -145,7 +145,7 @@ def finish_with_results(
 ) -> str:
     """Mark a job succeeded with `scores` (lengths 9, no base subset) and a default selection of
     the rows `picked`, as a worker would have published them. Returns the selection's id."""
-    from app.models import Job
+    from app.core.models import Job
     from app.services.results import add_selection, write_scores
 
     job = session.get(Job, job_id)

@@ -9,9 +9,9 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from celery.utils.log import LoggingProxy
 
-from app.config import get_settings
-from app.observability import configure_logging
-from app.queue import celery_config
+from app.core.config import get_settings
+from app.core.observability import configure_logging
+from app.core.queue import celery_config
 
 celery = Celery("tov-worker", include=["worker.tasks"])
 celery.conf.update(celery_config(get_settings()))
@@ -37,7 +37,7 @@ def _preload(sender: object = None, **_: object) -> None:
 @worker_process_init.connect
 def _configure_child(**_: object) -> None:
     # The child process owns the GPU and its own database connections (nothing inherited by fork).
-    from app.db import get_engine
+    from app.core.db import get_engine
 
     get_engine().dispose(close=False)
     configure_logging(get_settings().log_level)

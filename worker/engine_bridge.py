@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from app.models import Job
+from app.core.models import Job
 from tov_engine import JobConfig, LoraSettings, SelectionConfig, ToVConfig
 from tov_engine.errors import ModelError
 

@@ -15,10 +15,19 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
-from app.db import get_sessionmaker
-from app.models import Dataset, Job, JobEvent, JobStage, JobStatus, ScoreChunk, Selection, utcnow
-from app.observability import current_job_id
+from app.core.config import get_settings
+from app.core.db import get_sessionmaker
+from app.core.models import (
+    Dataset,
+    Job,
+    JobEvent,
+    JobStage,
+    JobStatus,
+    ScoreChunk,
+    Selection,
+    utcnow,
+)
+from app.core.observability import current_job_id
 from app.services.jobs import target_dataset_ids
 from app.services.results import add_selection, write_scores
 from tov_engine import (

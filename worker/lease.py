@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import Job, JobEvent, JobStatus, utcnow
+from app.core.models import Job, JobEvent, JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
 

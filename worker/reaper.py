@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.config import Settings, get_settings
-from app.db import get_sessionmaker
-from app.models import Job, JobEvent, JobStatus, Selection, utcnow
-from app.queue import publish_job, publish_reselect, queue_depth
+from app.core.config import Settings, get_settings
+from app.core.db import get_sessionmaker
+from app.core.models import Job, JobEvent, JobStatus, Selection, utcnow
+from app.core.queue import publish_job, publish_reselect, queue_depth
 
 logger = logging.getLogger(__name__)
 

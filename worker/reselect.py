@@ -7,8 +7,8 @@ import logging
 import numpy as np
 from sqlalchemy import update
 
-from app.db import get_sessionmaker
-from app.models import Selection
+from app.core.db import get_sessionmaker
+from app.core.models import Selection
 from app.services.results import read_base_indices, read_scores
 from tov_engine import EngineError, SelectionConfig, select
 

@@ -25,8 +25,8 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.models import TERMINAL_STATUSES, Job, JobShard, utcnow
+from app.core.config import Settings
+from app.core.models import TERMINAL_STATUSES, Job, JobShard, utcnow
 from tov_engine import Cancelled, ProgressEvent
 from tov_engine.staged import Shard, StagedToV
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from app.config import get_settings
-from app.db import get_sessionmaker
-from app.models import Dataset, Job, JobShard, JobStage
-from app.observability import current_job_id
-from app.queue import publish_shard_helpers
+from app.core.config import get_settings
+from app.core.db import get_sessionmaker
+from app.core.models import Dataset, Job, JobShard, JobStage
+from app.core.observability import current_job_id
+from app.core.queue import publish_shard_helpers
 from tov_engine import Cancelled, JobConfig, ProgressEvent, SelectionOutcome
 from tov_engine.staged import StagedToV, prepare_staged
 from worker.engine_bridge import job_config, resolve_model

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import SessionDep, TenantDep
-from app.config import get_settings
-from app.errors import InvalidInput, PayloadTooLarge
+from app.core.auth import SessionDep, TenantDep
+from app.core.config import get_settings
+from app.core.errors import InvalidInput, PayloadTooLarge
 from app.schemas import DatasetRead, DatasetRegister
 from app.services import datasets as service
 

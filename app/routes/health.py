@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.db import get_engine
-from app.errors import PROBLEM_JSON
-from app.queue import producer
+from app.core.db import get_engine
+from app.core.errors import PROBLEM_JSON
+from app.core.queue import producer
 
 router = APIRouter(tags=["operations"])
 

@@ -11,14 +11,14 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import SessionDep, TenantDep
-from app.config import get_settings
-from app.db import get_sessionmaker
-from app.errors import Conflict, InvalidInput
+from app.core.auth import SessionDep, TenantDep
+from app.core.config import get_settings
+from app.core.db import get_sessionmaker
+from app.core.errors import Conflict, InvalidInput
+from app.core.limits import job_quota, rate_limit
+from app.core.models import Dataset, JobEvent, JobStatus, Tenant, utcnow
+from app.core.queue import publish_job, publish_reselect
 from app.exporting import MEDIA_TYPES, ExportFormat, iter_export, iter_subset
-from app.limits import job_quota, rate_limit
-from app.models import Dataset, JobEvent, JobStatus, Tenant, utcnow
-from app.queue import publish_job, publish_reselect
 from app.schemas import (
     MAX_TARGETS,
     JobCreate,

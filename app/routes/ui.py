@@ -21,9 +21,9 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from app.auth import SessionDep, TenantDep
-from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Dataset, Job
+from app.core.auth import SessionDep, TenantDep
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.models import Dataset, Job
 from app.services import jobs as job_service
 from app.services.results import StoredSelection, load_selection, read_scores
 

@@ -9,7 +9,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.config import Settings
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.models import Dataset, Job, Tenant, new_id
+from app.core.storage import dataset_path, move_into_place, receive_to_temp, resolve_under_roots
 from app.dataset_checks import (
     CONTENT_TYPES,
     STORED_SUFFIX,
@@ -19,10 +22,7 @@ from app.dataset_checks import (
     format_for_name,
     validate_file,
 )
-from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Dataset, Job, Tenant, new_id
 from app.remote import fetch_reference, is_remote
-from app.storage import dataset_path, move_into_place, receive_to_temp, resolve_under_roots
 
 
 def _store(

@@ -14,9 +14,9 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.errors import Conflict, InvalidInput, NotFound
-from app.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
 from app.schemas import JobCreate, JobError, JobRead, Progress
 from app.services.datasets import resolve_reference
 

@@ -8,8 +8,8 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound
-from app.models import Job, JobStatus, ScoreChunk, Selection
+from app.core.errors import Conflict, NotFound
+from app.core.models import Job, JobStatus, ScoreChunk, Selection
 from app.services.jobs import check_target
 
 CHUNK_ROWS = 65_536

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound
-from app.models import Job, JobStatus, Selection, Tenant, utcnow
+from app.core.errors import Conflict, NotFound
+from app.core.models import Job, JobStatus, Selection, Tenant, utcnow
 from app.schemas import SelectionCreate
 from app.services.jobs import check_target, get_job
 

@@ -52,8 +52,8 @@ def _drop(name: str) -> None:
 
 def _key(env: dict[str, str]) -> str:
     os.environ.update(env)
-    from app.auth import create_key
-    from app.db import get_sessionmaker
+    from app.core.auth import create_key
+    from app.core.db import get_sessionmaker
 
     with get_sessionmaker()() as session:
         _, key = create_key(session=session, tenant_name="bench")

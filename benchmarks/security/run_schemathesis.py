@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             "TOV_MAX_UPLOAD_BYTES": str(1 << 20),
         }
         os.environ.update(env)
-        from app.auth import create_key
-        from app.db import get_sessionmaker
+        from app.core.auth import create_key
+        from app.core.db import get_sessionmaker
 
         with get_sessionmaker()() as session:
             _, key = create_key(session=session, tenant_name="fuzz")

@@ -17,8 +17,8 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from app.core.models import Dataset, Job, ScoreChunk, Tenant
 from app.exporting import iter_export
-from app.models import Dataset, Job, ScoreChunk, Tenant
 from app.services.results import read_base_indices, read_scores, write_scores
 from benchmarks.common import throwaway_database, write_result
 from tov_engine import SelectionConfig, select

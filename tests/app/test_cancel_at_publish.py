@@ -16,9 +16,9 @@ def test_a_cancel_requested_before_publishing_cancels_the_job(
 ) -> None:
     from sqlalchemy import func, select, update
 
-    from app.config import get_settings
-    from app.db import get_sessionmaker
-    from app.models import Job, ScoreChunk, Selection
+    from app.core.config import get_settings
+    from app.core.db import get_sessionmaker
+    from app.core.models import Job, ScoreChunk, Selection
     from tests.faults import standin_engine
     from worker.job_runner import JobRunner
 

@@ -18,7 +18,7 @@ def test_metrics_token_is_required_when_configured(
 ) -> None:
     from pydantic import SecretStr
 
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     monkeypatch.setattr(get_settings(), "metrics_token", SecretStr("scrape-secret"))
     missing = client.get("/metrics")

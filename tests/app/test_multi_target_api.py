@@ -132,8 +132,8 @@ def test_idempotency_counts_the_targets_in_order(client: Any, api_key: str) -> N
 
 def _succeed_with_fake_scores(job_id: str) -> dict[int, np.ndarray]:
     """Mark the job succeeded and store distinct scores and a default selection per target."""
-    from app.db import get_sessionmaker
-    from app.models import Job
+    from app.core.db import get_sessionmaker
+    from app.core.models import Job
     from app.services.results import add_selection, write_scores
 
     stored = {}
@@ -261,9 +261,9 @@ def test_one_worker_attempt_publishes_every_target(
 ) -> None:
     """K = 2 through the worker with the fault tests' stand-in engine, which the runner calls
     once per target: each target's scores and selection are those of a single-target run."""
-    from app.config import get_settings
-    from app.db import get_sessionmaker
-    from app.models import Dataset, Job
+    from app.core.config import get_settings
+    from app.core.db import get_sessionmaker
+    from app.core.models import Dataset, Job
     from app.services.results import read_base_indices, read_scores
     from tests.faults.standin_engine import run_selection
     from worker.engine_bridge import job_config

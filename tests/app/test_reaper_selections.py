@@ -13,10 +13,10 @@ from tests.service_fixtures import REDIS_URL, make_key
 def test_a_pending_selection_is_resent_once_a_minute(service_env: dict[str, str]) -> None:
     from fastapi.testclient import TestClient
 
-    from app.config import get_settings
-    from app.db import get_sessionmaker
+    from app.core.config import get_settings
+    from app.core.db import get_sessionmaker
+    from app.core.models import Job, Selection, utcnow
     from app.main import create_app
-    from app.models import Job, Selection, utcnow
     from worker.reaper import reap_once
 
     key = make_key("tenant-reaper-selections")

@@ -62,7 +62,7 @@ def s3_env(s3_server: tuple[str, Any], service_env: dict[str, str], monkeypatch:
     """The service configured for the local S3 server (a loopback endpoint the operator allowed)."""
     from pydantic import SecretStr
 
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     endpoint, s3 = s3_server
     settings = get_settings()
@@ -130,7 +130,7 @@ def test_s3_parquet_is_detected_from_its_bytes(client: Any, api_key: str, s3_env
 def test_s3_refusals_are_precise(
     client: Any, api_key: str, s3_env: Any, service_dirs: dict[str, Path], monkeypatch: Any
 ) -> None:
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     other = problem(register(client, api_key, f"s3://{OTHER_BUCKET}/pool.jsonl"), 422)
     assert other["detail"] == (
@@ -178,7 +178,7 @@ def test_s3_rows_are_validated_like_uploads(client: Any, api_key: str, s3_env: A
 def test_s3_private_endpoint_needs_the_operators_opt_in(
     client: Any, api_key: str, s3_env: Any, monkeypatch: Any
 ) -> None:
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     monkeypatch.setattr(get_settings(), "s3_allow_private_endpoint", False)
     refused = problem(register(client, api_key, f"s3://{BUCKET}/sets/pool.jsonl"), 422)
@@ -201,7 +201,7 @@ def test_s3_endpoint_rebinding_is_refused_at_connection_time(
     """The pre-check saw a public address; the connection resolves again to loopback: the
     HTTP client's resolver refuses it, so no request reaches the server."""
     import app.remote_s3 as remote_s3
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     port = s3_server[0].rsplit(":", 1)[1]
     settings = get_settings()
@@ -255,7 +255,7 @@ def build_hf_cache(root: Path, repo: str, files: dict[str, bytes], ref: str = "m
 
 @pytest.fixture()
 def hf_cache(tmp_path: Path, service_env: dict[str, str], monkeypatch: Any) -> Path:
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     cache = build_hf_cache(tmp_path / "hf-cache", "acme/qa", {"data/train.jsonl": POOL})
     monkeypatch.setattr(get_settings(), "hf_cache", cache)
@@ -279,7 +279,7 @@ def test_hf_reference_is_read_from_the_offline_cache(
 def test_hf_refusals_are_precise(
     client: Any, api_key: str, hf_cache: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     absent = problem(register(client, api_key, "hf://datasets/acme/qa/data/test.jsonl"), 422)
     assert absent["detail"] == (

@@ -55,8 +55,8 @@ def _kill_the_job_worker_mid_scoring(
     """Wait until some but not all shards are done, then SIGKILL the worker running the job."""
     from sqlalchemy import select
 
-    from app.db import get_sessionmaker
-    from app.models import JobShard
+    from app.core.db import get_sessionmaker
+    from app.core.models import JobShard
 
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

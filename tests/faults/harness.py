@@ -27,8 +27,8 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from app.core.models import Job, JobEvent, ScoreChunk, Selection
 from app.launcher import api_command, worker_command
-from app.models import Job, JobEvent, ScoreChunk, Selection
 from tests.faults.servers import PgCluster, RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,7 +224,7 @@ class Stack:
 
     # ---- API -------------------------------------------------------------------------------
     def _make_key(self) -> str:
-        from app.auth import create_key
+        from app.core.auth import create_key
 
         with Session(self.engine) as session:
             _, key = create_key(session=session, tenant_name=f"faults-{self.name}")
@@ -325,7 +325,7 @@ def job_request(job: Job) -> dict[str, Any]:
 
 def reference(pool: Path, validation: Path, job: dict[str, Any]) -> dict[str, Any]:
     """The fault-free result of a job, computed in this process by the stand-in (no sleeps)."""
-    from app.models import Job as JobRow
+    from app.core.models import Job as JobRow
     from tests.faults import standin_engine
     from worker.engine_bridge import job_config
 

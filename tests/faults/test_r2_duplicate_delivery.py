@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from app.config import Settings
-from app.queue import RUN_JOB_TASK, celery_config
+from app.core.config import Settings
+from app.core.queue import RUN_JOB_TASK, celery_config
 from tests.faults.harness import Stack, job_request, pool_rows, reference, same_result
 
 pytestmark = pytest.mark.e2e

@@ -33,7 +33,7 @@ def test_the_corpus_is_large_enough() -> None:
 def corpus_api(service_env: dict[str, str]) -> Iterator[tuple[Any, str]]:
     from fastapi.testclient import TestClient
 
-    from app.config import get_settings
+    from app.core.config import get_settings
     from app.main import create_app
     from tests.service_fixtures import make_key
 

@@ -117,8 +117,8 @@ def api(service_env: dict[str, str]) -> Any:
 def test_each_format_is_accepted_and_counted_like_the_engine(
     case: tuple[str, str, bytes, str, int, list[str]], api: Any
 ) -> None:
-    from app.db import get_sessionmaker
-    from app.models import Dataset
+    from app.core.db import get_sessionmaker
+    from app.core.models import Dataset
     from tov_engine.data import inspect_dataset
 
     name, content_type, body, row_format, rows, columns = case

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app import limits
+from app.core import limits
 from tests.service_fixtures import make_key
 
 ROWS = "".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(4)).encode()

@@ -151,7 +151,7 @@ def remote_env(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     only loopback addresses are really connected (so a broken rule would hit the canary)."""
     from fastapi.testclient import TestClient
 
-    from app.config import get_settings
+    from app.core.config import get_settings
     from app.main import create_app
 
     monkeypatch.setattr(get_settings(), "remote_hosts", ["*"])
@@ -220,7 +220,7 @@ def test_dns_is_resolved_once_and_the_checked_address_is_the_one_connected(
 
 
 def test_the_allow_list_is_enforced(remote_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     client, key, attempts = remote_env
     headers = {"Authorization": f"Bearer {key}"}
@@ -302,7 +302,7 @@ def files_server(
 ) -> Iterator[dict[str, Any]]:
     import ssl
 
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     cert, key_file = certificate
     monkeypatch.setattr(get_settings(), "max_upload_bytes", 256 * 1024)
@@ -363,8 +363,8 @@ def _register(env: dict[str, Any], path: str, host: str = "files.test") -> Any:
 def test_a_remote_file_is_downloaded_into_the_store_and_validated(
     files_server: dict[str, Any], service_dirs: dict[str, Path]
 ) -> None:
-    from app.db import get_sessionmaker
-    from app.models import Dataset
+    from app.core.db import get_sessionmaker
+    from app.core.models import Dataset
 
     for path, fmt, rows in (
         ("/pool.jsonl", "jsonl", 7),

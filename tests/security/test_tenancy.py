@@ -34,9 +34,9 @@ def auth(key: str) -> dict[str, str]:
 def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
     from fastapi.testclient import TestClient
 
-    from app.db import get_sessionmaker
+    from app.core.db import get_sessionmaker
+    from app.core.models import Job
     from app.main import create_app
-    from app.models import Job
 
     key_a, key_b = make_key("tenant-a-s3"), make_key("tenant-b-s3")
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -85,8 +85,8 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
 
 
 def _dataset_uri(dataset_id: str) -> str:
-    from app.db import get_sessionmaker
-    from app.models import Dataset
+    from app.core.db import get_sessionmaker
+    from app.core.models import Dataset
 
     with get_sessionmaker()() as session:
         row = session.get(Dataset, dataset_id)
@@ -96,8 +96,8 @@ def _dataset_uri(dataset_id: str) -> str:
 
 def _snapshot(*ids: str) -> dict[str, Any]:
     """Everything tenant A owns, as plain data, to compare before and after the attack."""
-    from app.db import get_sessionmaker
-    from app.models import Dataset, Job, JobEvent, Selection
+    from app.core.db import get_sessionmaker
+    from app.core.models import Dataset, Job, JobEvent, Selection
 
     with get_sessionmaker()() as session:
         jobs = session.scalars(select(Job).where(Job.id.in_(ids))).all()

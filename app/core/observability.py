@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.config import get_settings
-from app.errors import problem
+from app.core.config import get_settings
+from app.core.errors import problem
 
 current_job_id: ContextVar[str | None] = ContextVar("current_job_id", default=None)
 
@@ -68,9 +68,9 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("tov_queue_depth", "Messages waiting in the broker queue")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from app.db import get_sessionmaker
-        from app.models import Job
-        from app.queue import queue_depth
+        from app.core.db import get_sessionmaker
+        from app.core.models import Job
+        from app.core.queue import queue_depth
 
         jobs = GaugeMetricFamily("tov_jobs", "Jobs by status", labels=["status"])
         busy = GaugeMetricFamily("tov_worker_busy_seconds", "Engine seconds of finished jobs")

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from app.errors import InvalidInput, PayloadTooLarge
+from app.core.errors import InvalidInput, PayloadTooLarge
 
 MAX_PATH_CHARS = 4096
 

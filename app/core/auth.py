@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.db import get_sessionmaker, session_scope
-from app.errors import Unauthorized
-from app.models import ApiKey, Tenant, utcnow
+from app.core.db import get_sessionmaker, session_scope
+from app.core.errors import Unauthorized
+from app.core.models import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "tov_"
 

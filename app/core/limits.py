@@ -26,10 +26,10 @@ from fastapi import Depends, Request
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import SessionDep, TenantDep
-from app.config import Settings, get_settings
-from app.errors import TooManyRequests, problem
-from app.models import Job, JobStatus
+from app.core.auth import SessionDep, TenantDep
+from app.core.config import Settings, get_settings
+from app.core.errors import TooManyRequests, problem
+from app.core.models import Job, JobStatus
 
 DEFAULT_RATE_PER_SECOND = 1000.0  # per tenant and API process; L1 polls at 500/s
 DEFAULT_BURST = 2000

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
