@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
-	bench-load bench-perf bench-scale-out bench-quality-setup bench-quality-quick bench-quality clean
+	bench-load bench-perf bench-scale-out bench-quality-setup bench-quality-quick bench-quality clean lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -84,6 +84,14 @@ bench-quality-quick: bench-quality-setup
 
 bench-quality: bench-quality-setup
 	$(PY) -m benchmarks.quality.run --mode full
+
+# The images install from these hashed lock files (Linux x86_64, Python 3.11); rerun after editing
+# pyproject.toml's dependencies. The worker's lock pins PyPI's Linux torch, the CUDA build.
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes -q
+lock: setup
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/api.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra engine $(LOCK_FLAGS) -o requirements/worker.lock
 
 clean:
 	rm -rf .tov .pytest_cache .mypy_cache .ruff_cache
