@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tov_client.errors import JobFailed, WaitTimeout
+from tov_client.errors import JobFailed, TransportError, WaitTimeout
 from tov_client.models import (
     Dataset,
     ExportFormat,
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK_BYTES = 1 << 20
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # safe to send twice
 ByteProgress = Callable[[int, int | None], None]
 """Called as ``fn(bytes_done, bytes_total_or_None)`` while a file moves."""
 JobProgress = Callable[[Job], None]
@@ -118,7 +119,10 @@ class Client:
                 content=content() if content is not None else None,
             )
 
-        return send_with_retries(self._http, build, self.retry, stream=stream)
+        idempotent = method in IDEMPOTENT_METHODS or "Idempotency-Key" in (headers or {})
+        return send_with_retries(
+            self._http, build, self.retry, stream=stream, idempotent=idempotent
+        )
 
     # -- datasets -----------------------------------------------------------------------------
 
@@ -207,7 +211,9 @@ class Client:
         ``budget`` (a count, or a fraction below 1) and ``strategy`` are
         shortcuts into ``selection``; ``tov`` holds the Train-on-Validation knobs. An
         ``Idempotency-Key`` (a fresh uuid4 unless given) makes the automatic retries safe:
-        the server returns the same job for the same key and body.
+        the server returns the same job for the same key and body. A create that gets no answer
+        within the client's timeout is retried with the same key; when the retries run out the
+        ``TransportError`` names the key to retry with by hand.
         """
         if isinstance(validation, Sequence) and not isinstance(validation, str):
             if targets is not None:
@@ -237,7 +243,21 @@ class Client:
         )
         body.update(extra)
         key = idempotency_key or str(uuid.uuid4())
-        response = self._request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        try:
+            response = self._request(
+                "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}
+            )
+        except TransportError as exc:
+            if not exc.maybe_delivered:
+                raise
+            raise TransportError(
+                f"{exc} To retry safely, call create_job again with the same arguments and "
+                f"idempotency_key={key!r} (over HTTP: the same body with the header "
+                f"'Idempotency-Key: {key}'): the server then returns the job it made, if any, "
+                "instead of starting a second one.",
+                maybe_delivered=True,
+                idempotency_key=key,
+            ) from exc
         return Job.model_validate(response.json())
 
     def get_job(self, job_id: str) -> Job:

@@ -80,7 +80,18 @@ class ApiError(TovError):
 
 
 class TransportError(TovError):
-    """The API could not be reached (connection refused, timeout) after the allowed retries."""
+    """The API could not be reached (connection refused, timeout) after the allowed retries.
+
+    ``maybe_delivered``: the request may have reached the server (it gave no answer in time);
+    ``idempotency_key``: for a create, the key that makes a retry by hand safe.
+    """
+
+    def __init__(
+        self, message: str, *, maybe_delivered: bool = False, idempotency_key: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
+        self.idempotency_key = idempotency_key
 
 
 class JobFailed(TovError):

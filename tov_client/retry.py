@@ -55,16 +55,24 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+# Failures after the request may have reached the server (no answer in time, a dropped
+# connection): retried only where a repeat cannot do the work twice.
+MAYBE_DELIVERED = (httpx.TimeoutException, httpx.ReadError, httpx.RemoteProtocolError)
+
+
 def send_with_retries(
     http: httpx.Client,
     build: Callable[[], httpx.Request],
     policy: RetryPolicy,
     *,
     stream: bool = False,
+    idempotent: bool = False,
 ) -> httpx.Response:
     """Send ``build()`` (rebuilt each attempt, so streamed bodies start over) and return a
     successful response; raise ``ApiError`` for an error status and ``TransportError`` when
-    the server cannot be reached. With ``stream=True`` the caller must close the response."""
+    the server cannot be reached. With ``stream=True`` the caller must close the response.
+    ``idempotent`` requests (reads, or a create with an ``Idempotency-Key``) are also retried
+    when the server may have got them but gave no answer in time."""
     attempt = 0
     while True:
         try:
@@ -72,6 +80,16 @@ def send_with_retries(
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             if attempt >= policy.max_retries:
                 raise TransportError(f"cannot reach {http.base_url}: {exc}") from exc
+            policy.sleep(policy.delay(attempt, None))
+            attempt += 1
+            continue
+        except MAYBE_DELIVERED as exc:
+            if not idempotent or attempt >= policy.max_retries:
+                raise TransportError(
+                    f"no answer from {http.base_url} ({type(exc).__name__}: {exc}); "
+                    "the server may have acted on the request",
+                    maybe_delivered=True,
+                ) from exc
             policy.sleep(policy.delay(attempt, None))
             attempt += 1
             continue
