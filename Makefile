@@ -36,7 +36,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app worker tov_engine
+	$(VENV)/bin/mypy app worker tov_engine tov_formats
 	$(VENV)/bin/lint-imports
 
 format: setup

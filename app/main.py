@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.core import health
 from app.core.config import get_settings
 from app.core.errors import install_error_handlers
 from app.core.limits import BodyLimitMiddleware
 from app.core.observability import configure_logging, install_metrics
-from app.routes import datasets, health, jobs, ui
+from app.datasets.routes import router as datasets_router
+from app.jobs.routes import router as jobs_router
+from app.results.routes import router as results_router
+from app.ui.routes import router as ui_router
 
 
 def create_app() -> FastAPI:
@@ -22,9 +26,10 @@ def create_app() -> FastAPI:
     install_metrics(application)
     application.add_middleware(BodyLimitMiddleware)  # outermost: refuses big bodies first
     application.include_router(health.router)
-    application.include_router(datasets.router)
-    application.include_router(jobs.router)
-    application.include_router(ui.router)
+    application.include_router(datasets_router)
+    application.include_router(jobs_router)
+    application.include_router(results_router)
+    application.include_router(ui_router)
     return application
 
 

@@ -146,7 +146,8 @@ def finish_with_results(
     """Mark a job succeeded with `scores` (lengths 9, no base subset) and a default selection of
     the rows `picked`, as a worker would have published them. Returns the selection's id."""
     from app.core.models import Job
-    from app.services.results import add_selection, write_scores
+    from app.results.scores import write_scores
+    from app.results.selections import add_selection
 
     job = session.get(Job, job_id)
     assert job is not None

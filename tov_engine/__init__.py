@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 from tov_engine.config import JobConfig, LessSettings, LoraSettings, SelectionConfig, ToVConfig
-from tov_engine.data import DatasetInfo, inspect_dataset, read_rows
+from tov_engine.data.files import DatasetInfo, inspect_dataset, read_rows
 from tov_engine.errors import (
     Cancelled,
     CheckpointError,
@@ -16,16 +16,16 @@ from tov_engine.errors import (
     EngineError,
     ModelError,
 )
-from tov_engine.multi import run_multi_target
+from tov_engine.job import SelectionOutcome
 from tov_engine.progress import ProgressCallback, ProgressEvent
-from tov_engine.runner import SelectionOutcome, run_selection
+from tov_engine.run import run_multi_target, run_selection
 from tov_engine.selection import Selection, select
 
 # Heavy names (they import torch) load on first use, so `import tov_engine` stays cheap.
 _LAZY = {
-    "Shard": "tov_engine.staged",
-    "StagedToV": "tov_engine.staged",
-    "prepare_staged": "tov_engine.staged",
+    "Shard": "tov_engine.methods.tov.staged",
+    "StagedToV": "tov_engine.methods.tov.staged",
+    "prepare_staged": "tov_engine.methods.tov.staged",
 }
 
 
@@ -37,7 +37,9 @@ def __getattr__(name: str) -> Any:
 
 def preload() -> None:
     """Import the ML stack and every method's modules now (a worker does it before forking)."""
-    for module in ("torch", "transformers", "peft", "tov_engine.methods", "tov_engine.staged"):
+    from tov_engine.methods import MODULES
+
+    for module in ("torch", "transformers", "peft", *MODULES):
         importlib.import_module(module)
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tov_engine.config import JobConfig, LessSettings, LoraSettings, SelectionConfig, ToVConfig
 from tov_engine.errors import Cancelled, EngineError
+from tov_engine.job import SelectionOutcome
 from tov_engine.output import WRITERS, score_rows, selection_rows, write_table
 from tov_engine.progress import ProgressEvent
-from tov_engine.runner import SelectionOutcome, run_selection
+from tov_engine.run import run_selection
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 

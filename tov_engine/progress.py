@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,3 +91,12 @@ class Tracker:
             message=message,
         )
         self.progress(event)
+
+
+def scaled(progress: ProgressCallback, j: int, k: int) -> ProgressCallback:
+    """Target j's own progress as its share of the whole run (fractions stay monotone)."""
+
+    def report(event: ProgressEvent) -> None:
+        progress(dataclasses.replace(event, fraction=(j + event.fraction) / k))
+
+    return report

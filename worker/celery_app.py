@@ -26,12 +26,9 @@ def _preload(sender: object = None, **_: object) -> None:
     # no thread pool exists yet to be broken by the fork. The selector (solo pool) needs none of it.
     if "solo" in str(getattr(sender, "pool_cls", "")):
         return
-    import peft  # noqa: F401
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
+    import tov_engine
 
-    import tov_engine.methods
-    import tov_engine.staged  # noqa: F401
+    tov_engine.preload()
 
 
 @worker_process_init.connect

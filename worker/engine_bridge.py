@@ -1,14 +1,41 @@
-"""The one place where the API's job parameters become the engine's configuration."""
+"""The one place where the API's job rows become the engine's inputs and configuration."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from app.core.models import Job
-from tov_engine import JobConfig, LoraSettings, SelectionConfig, ToVConfig
-from tov_engine.errors import ModelError
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.models import Dataset, Job
+from app.jobs.service import target_dataset_ids
+from tov_engine import (
+    DataError,
+    JobConfig,
+    LoraSettings,
+    ModelError,
+    SelectionConfig,
+    SelectionOutcome,
+    ToVConfig,
+)
+
+ENGINE = "tov_engine:run_selection"  # the real engine; TOV_ENGINE_ENTRYPOINT may name a stand-in
+
+
+def job_folder(settings: Settings, job_id: str) -> Path:
+    """The job's folder in the artifact store (checkpoints, trained rounds, shard scores)."""
+    return Path(settings.artifact_root) / "jobs" / job_id
+
+
+def load_entrypoint(spec: str) -> Callable[..., SelectionOutcome]:
+    """`module:function`, e.g. tov_engine:run_selection."""
+    module, _, name = spec.partition(":")
+    return cast(Callable[..., SelectionOutcome], getattr(importlib.import_module(module), name))
 
 
 def selection_config(params: dict[str, Any]) -> SelectionConfig:
@@ -50,4 +77,48 @@ def resolve_model(name: str, roots: list[Path]) -> Path:
     raise ModelError(
         f"model '{name}' is not installed under the model roots "
         f"({', '.join(str(r) for r in roots)}); see scripts/prepare_model.py"
+    )
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What the engine reads for one job: files, model folder, configuration, pool cache."""
+
+    pool_path: Path
+    pool_rows: int
+    validation_paths: list[Path]  # one per target, in target order
+    model: Path
+    config: JobConfig
+    cache_dir: Path | None  # the shared pool cache, None when it is off
+
+    def engine_kwargs(self, target: int = 0) -> dict[str, Any]:
+        """The arguments a single-target engine call (or prepare_staged) takes for `target`."""
+        return {
+            "pool_path": self.pool_path,
+            "validation_path": self.validation_paths[target],
+            "model": self.model,
+            "config": self.config,
+            "cache_dir": self.cache_dir,
+        }
+
+
+def load_inputs(session: Session, job: Job, settings: Settings) -> JobInputs:
+    """The job's datasets, model and configuration, checked (DataError, ModelError)."""
+    pool = session.get(Dataset, job.pool_dataset_id)
+    assert pool is not None
+    validations = []
+    for k, dataset_id in enumerate(target_dataset_ids(job)):
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            reason = f"the validation dataset of target {k} no longer exists"
+            raise DataError(dataset_id, 0, "", reason)
+        validations.append(Path(dataset.uri))
+    config = job_config(job)  # checked before the model, as the engine would
+    return JobInputs(
+        pool_path=Path(pool.uri),
+        pool_rows=pool.rows,
+        validation_paths=validations,
+        model=resolve_model(job.model, settings.model_roots),
+        config=config,
+        cache_dir=settings.artifact_root / "pool-cache" if settings.pool_cache else None,
     )

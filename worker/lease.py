@@ -64,7 +64,34 @@ def owned(job_id: str, attempt: int) -> Any:
     return and_(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
 
 
-class Heartbeat(threading.Thread):
+class LeaseLost(Exception):
+    """Another attempt owns the job now; this one must stop without writing."""
+
+
+class RenewalThread(threading.Thread):
+    """Calls `beat` every `period` seconds until stopped; a failed beat is logged, not fatal
+    (the database may be briefly down; the lease has slack)."""
+
+    def __init__(self, name: str, period: float, failure: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.period, self.failure = period, failure
+        self._stop_event = threading.Event()
+
+    def beat(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.period):
+            try:
+                self.beat()
+            except Exception:
+                logger.warning(self.failure, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+class Heartbeat(RenewalThread):
     """Renews the lease every `period` seconds; notices a lost lease or a cancel request."""
 
     def __init__(
@@ -76,12 +103,11 @@ class Heartbeat(threading.Thread):
         lease_seconds: float,
         period: float,
     ) -> None:
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        super().__init__(f"heartbeat-{job_id}", period, f"heartbeat for job {job_id} failed")
         self.sessions, self.job_id, self.attempt = sessions, job_id, attempt
-        self.lease_seconds, self.period = lease_seconds, period
+        self.lease_seconds = lease_seconds
         self.lost = threading.Event()
         self.cancel = threading.Event()
-        self._stop_event = threading.Event()
 
     def beat(self) -> None:
         with self.sessions() as session:
@@ -98,16 +124,6 @@ class Heartbeat(threading.Thread):
             self.lost.set()
         elif row[0]:
             self.cancel.set()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.period):
-            try:
-                self.beat()
-            except Exception:  # the database may be briefly down; the lease has slack
-                logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
     def should_stop(self) -> bool:
         return self.lost.is_set() or self.cancel.is_set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
@@ -93,6 +94,27 @@ def _lost_messages(session: Session, settings: Settings, now: datetime) -> Colum
 def reap_once(session: Session, settings: Settings) -> dict[str, int]:
     """One sweep. Returns counts of jobs re-sent and failed."""
     now = utcnow()
+    jobs = _jobs_to_reap(session, settings, now)
+    counts = {"resent": 0, "failed": 0}
+    for job in jobs:
+        if job.status == JobStatus.RUNNING and job.attempt >= settings.max_attempts:
+            _fail_exhausted(session, job, now)
+            counts["failed"] += 1
+        else:
+            _requeue(session, job, now)
+            counts["resent"] += 1
+    session.commit()
+    counts["resent"] -= _send(
+        session, [job.id for job in jobs if job.status != JobStatus.FAILED], now
+    )
+    counts["selections"] = _resend_pending_selections(session, now)
+    if any(counts.values()):
+        logger.info("reaper: %s", counts)
+    return counts
+
+
+def _jobs_to_reap(session: Session, settings: Settings, now: datetime) -> Sequence[Job]:
+    """Running jobs whose lease expired and queued jobs whose message is missing (locked)."""
     lost_lease = and_(
         Job.status == JobStatus.RUNNING,
         Job.lease_expires_at < now,
@@ -105,50 +127,45 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
         and_(Job.status == JobStatus.QUEUED, Job.published_at.is_(None)),
         _lost_messages(session, settings, now),
     )
-    jobs = session.scalars(
+    return session.scalars(
         select(Job)
         .where(or_(lost_lease, unpublished))
         .order_by(Job.created_at)
         .limit(100)
         .with_for_update(skip_locked=True)
     ).all()
-    counts = {"resent": 0, "failed": 0}
-    for job in jobs:
-        if job.status == JobStatus.RUNNING and job.attempt >= settings.max_attempts:
-            job.status, job.finished_at = JobStatus.FAILED, now
-            job.error_code = "attempts_exhausted"
-            job.error = (
-                f"gave up after {job.attempt} attempts: the worker was lost each time "
-                "(out of memory or killed?)"
-            )
-            session.add(
-                JobEvent(job_id=job.id, kind="failed", attempt=job.attempt, message=job.error)
-            )
-            counts["failed"] += 1
-            continue
-        lost = job.status == JobStatus.RUNNING
-        if lost:
-            # Back to the queue: sent once now, then again only if still unclaimed after
-            # republish_seconds, like any queued job. Left RUNNING, it would be re-sent at every
-            # lease period while its copy waits behind a backlog: duplicates pile up in the queue.
-            job.status, job.lease_expires_at, job.worker = JobStatus.QUEUED, None, None
-        job.published_at = now
-        session.add(
-            JobEvent(
-                job_id=job.id,
-                kind="republished",
-                attempt=job.attempt,
-                message="worker lost: re-queued by the reaper" if lost else "re-sent by the reaper",
-            )
-        )
-        counts["resent"] += 1
-    session.commit()
+
+
+def _fail_exhausted(session: Session, job: Job, now: datetime) -> None:
+    """A job whose worker was lost on every allowed attempt fails."""
+    job.status, job.finished_at = JobStatus.FAILED, now
+    job.error_code = "attempts_exhausted"
+    job.error = (
+        f"gave up after {job.attempt} attempts: the worker was lost each time "
+        "(out of memory or killed?)"
+    )
+    session.add(JobEvent(job_id=job.id, kind="failed", attempt=job.attempt, message=job.error))
+
+
+def _requeue(session: Session, job: Job, now: datetime) -> None:
+    """Mark the job for sending now (a running one goes back to the queue first)."""
+    lost = job.status == JobStatus.RUNNING
+    if lost:
+        # Back to the queue: sent once now, then again only if still unclaimed after
+        # republish_seconds, like any queued job. Left RUNNING, it would be re-sent at every
+        # lease period while its copy waits behind a backlog: duplicates pile up in the queue.
+        job.status, job.lease_expires_at, job.worker = JobStatus.QUEUED, None, None
+    job.published_at = now
+    message = "worker lost: re-queued by the reaper" if lost else "re-sent by the reaper"
+    session.add(JobEvent(job_id=job.id, kind="republished", attempt=job.attempt, message=message))
+
+
+def _send(session: Session, job_ids: list[str], now: datetime) -> int:
+    """Send the jobs' messages; returns how many could not be sent (their mark is cleared)."""
     unsent: list[str] = []
-    for job in jobs:
-        if job.status == JobStatus.FAILED:
-            continue
-        if unsent or not publish_job(job.id):  # the broker is down: don't wait on it per job
-            unsent.append(job.id)
+    for job_id in job_ids:
+        if unsent or not publish_job(job_id):  # the broker is down: don't wait on it per job
+            unsent.append(job_id)
     if unsent:
         # Not sent after all: clear the mark so the next sweep retries, instead of a queued job
         # waiting republish_seconds (10 minutes by default) for a broker that is back in seconds.
@@ -157,11 +174,7 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
             update(Job).where(Job.id.in_(unsent), Job.published_at == now).values(published_at=None)
         )
         session.commit()
-        counts["resent"] -= len(unsent)
-    counts["selections"] = _resend_pending_selections(session, now)
-    if any(counts.values()):
-        logger.info("reaper: %s", counts)
-    return counts
+    return len(unsent)
 
 
 def _resend_pending_selections(session: Session, now: datetime) -> int:

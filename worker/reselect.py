@@ -6,11 +6,13 @@ import logging
 
 import numpy as np
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from app.core.db import get_sessionmaker
 from app.core.models import Selection
-from app.services.results import read_base_indices, read_scores
+from app.results.scores import read_base_indices, read_scores
 from tov_engine import EngineError, SelectionConfig, select
+from tov_engine import Selection as ChosenRows
 
 logger = logging.getLogger(__name__)
 
@@ -23,45 +25,20 @@ def compute_selection(selection_id: str) -> None:
             return
         # A multi-target job keeps scores per target: the selection reads its own target's.
         scores, lengths = read_scores(session=session, job_id=row.job_id, target=row.target)
-        budget = int(row.budget) if row.budget >= 1 else row.budget
         try:
-            config = SelectionConfig(
-                budget=budget,
-                strategy=row.strategy,
-                num_bins=row.num_bins,
-                min_per_bin=row.min_per_bin,
-            )
-            chosen = select(
-                scores=scores,
-                lengths=lengths,
-                base_indices=read_base_indices(
-                    session=session, job_id=row.job_id, target=row.target
-                ),
-                config=config,
-                seed=row.seed,
-            )
+            chosen = _select(session, row, scores, lengths)
         except (EngineError, ValueError) as exc:
-            session.execute(
-                update(Selection)
-                .where(Selection.id == row.id, Selection.status == "pending")
-                .values(status="failed", error=str(exc)[:2000])
-            )
-            session.commit()
+            _set_if_pending(session, row, status="failed", error=str(exc)[:2000])
             return
-        session.execute(
-            update(Selection)
-            .where(Selection.id == row.id, Selection.status == "pending")
-            .values(
-                status="ready",
-                size=len(chosen.indices),
-                indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
-                scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
-                from_random=np.array(
-                    [s == "random" for s in chosen.sources], dtype=np.uint8
-                ).tobytes(),
-            )
+        _set_if_pending(
+            session,
+            row,
+            status="ready",
+            size=len(chosen.indices),
+            indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
+            scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
+            from_random=np.array([s == "random" for s in chosen.sources], dtype=np.uint8).tobytes(),
         )
-        session.commit()
         logger.info(
             "selection %s of job %s (target %d): %d rows",
             row.id,
@@ -69,3 +46,32 @@ def compute_selection(selection_id: str) -> None:
             row.target,
             len(chosen.indices),
         )
+
+
+def _select(
+    session: Session, row: Selection, scores: np.ndarray, lengths: np.ndarray
+) -> ChosenRows:
+    """The rows the selection's settings pick from its target's scores."""
+    budget = int(row.budget) if row.budget >= 1 else row.budget
+    config = SelectionConfig(
+        budget=budget,
+        strategy=row.strategy,
+        num_bins=row.num_bins,
+        min_per_bin=row.min_per_bin,
+    )
+    return select(
+        scores=scores,
+        lengths=lengths,
+        base_indices=read_base_indices(session=session, job_id=row.job_id, target=row.target),
+        config=config,
+        seed=row.seed,
+    )
+
+
+def _set_if_pending(session: Session, row: Selection, **values: object) -> None:
+    session.execute(
+        update(Selection)
+        .where(Selection.id == row.id, Selection.status == "pending")
+        .values(**values)
+    )
+    session.commit()

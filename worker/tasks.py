@@ -7,7 +7,7 @@ import logging
 from worker.celery_app import celery
 from worker.job_runner import JobRunner
 from worker.reselect import compute_selection
-from worker.staged_job import help_with_shards
+from worker.shard_scoring import help_with_shards
 
 logger = logging.getLogger(__name__)
 

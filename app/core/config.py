@@ -26,7 +26,8 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 256 * 1024 * 1024
     # https:// dataset references may name only these hosts ("*.example.com", "*" for any);
-    # empty: remote references are refused. Addresses must still be public (app/remote.py).
+    # empty: remote references are refused. Addresses must still be public
+    # (app/datasets/sources/network.py).
     remote_hosts: list[str] = []
     max_line_bytes: int = 1024 * 1024
     max_rows: int = 10_000_000

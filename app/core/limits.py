@@ -24,8 +24,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import func, select
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from app.core.asgi import HttpMiddleware
 from app.core.auth import SessionDep, TenantDep
 from app.core.config import Settings, get_settings
 from app.core.errors import TooManyRequests, problem
@@ -81,16 +82,10 @@ def body_limit_for(scope: Scope, limits: Limits) -> int:
     return limits.max_json_body_bytes
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Enforce body limits while the body streams; see the module docstring."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         encoding = (_header(scope, b"content-encoding") or "").strip().lower()
         if encoding not in ("", "identity"):
             await self._refuse(
@@ -112,7 +107,10 @@ class BodyLimitMiddleware:
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             await self._too_large(scope, receive, send, limit)
             return
+        await self._limited(scope, receive, send, limit)
 
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Pass the request on, counting its body: past `limit`, answer 413 and stop reading."""
         state = {"received": 0, "over": False, "started": False}
 
         async def limited_receive() -> Message:

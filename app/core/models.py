@@ -111,7 +111,7 @@ class Job(Base):
     pool_dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"))
     validation_dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"))  # the first target
     # Every target's validation dataset id, in order (a multi-target job has 2..16; None on jobs
-    # created before targets existed: read it through app.services.jobs.target_dataset_ids).
+    # created before targets existed: read it through app.jobs.service.target_dataset_ids).
     validation_dataset_ids: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     model: Mapped[str] = mapped_column(String(500))
     task: Mapped[str] = mapped_column(String(40))

@@ -49,8 +49,8 @@ def padding(tmp: Path) -> dict[str, Any]:
     import numpy as np
 
     from tov_engine import JobConfig, ToVConfig
-    from tov_engine.batching import padding_waste, plan_buckets
-    from tov_engine.runner import prepare_job
+    from tov_engine.data.batching import padding_waste, plan_buckets
+    from tov_engine.job import prepare_job
 
     out: dict[str, Any] = {}
     long_tail = write_jsonl(tmp / "long_tail.jsonl", synthetic_rows(5000, seed=1))

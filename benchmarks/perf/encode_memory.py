@@ -53,9 +53,10 @@ def child(pool: Path, validation: Path, model: Path, in_memory: bool) -> dict[st
     import torch  # noqa: F401  (imported by every real job; counted in the baseline)
     import transformers  # noqa: F401
 
-    from tov_engine import JobConfig, encoding
-    from tov_engine.modeling import load_tokenizer
-    from tov_engine.runner import prepare_job
+    from tov_engine import JobConfig
+    from tov_engine.data import encoded as encoding
+    from tov_engine.job import prepare_job
+    from tov_engine.model.loading import load_tokenizer
 
     if in_memory:
         encoding.CHUNK_TOKENS = 1 << 62  # never spill: the pool's arrays stay in RAM buffers

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 from tov_engine import JobConfig, SelectionConfig, ToVConfig
-from tov_engine.batching import make_batch, plan_buckets
-from tov_engine.merged import merged
-from tov_engine.methods import build_surrogate, split_pool
-from tov_engine.modeling import load_model
-from tov_engine.runner import prepare_job
-from tov_engine.scoring import (
+from tov_engine.data.batching import make_batch, plan_buckets
+from tov_engine.job import prepare_job
+from tov_engine.methods.common import build_surrogate, split_pool
+from tov_engine.model.loading import load_model
+from tov_engine.model.merged import merged
+from tov_engine.model.scoring import (
     TokenStore,
     paired_combine,
     run_pass,

@@ -169,7 +169,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def _encode(task: str, tokenizer: Any, rows: list[dict], labels: list[str] | None):
-    from tov_engine.encoding import encode_rows
+    from tov_engine.data.encoding import encode_rows
 
     label_ids = {t: i for i, t in enumerate(labels)} if labels else None
     return encode_rows(tokenizer, rows, max_length=128, label_ids=label_ids)
@@ -179,8 +179,8 @@ def test_loss(model: Any, encoded: Any, task: str, pad_id: int) -> float:
     """Mean NLL over all loss-bearing tokens of `encoded` (token-weighted)."""
     import torch
 
-    from tov_engine.batching import make_batch, plan_buckets
-    from tov_engine.logprob import token_logprobs
+    from tov_engine.data.batching import make_batch, plan_buckets
+    from tov_engine.model.logprob import token_logprobs
 
     model.eval()
     total, count = 0.0, 0
@@ -197,7 +197,7 @@ def test_loss(model: Any, encoded: Any, task: str, pad_id: int) -> float:
 def _load(task: str, model_dir: str, labels: list[str] | None, seed: int):
     import torch
 
-    from tov_engine.modeling import load_model, load_tokenizer
+    from tov_engine.model.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     torch.manual_seed(seed)  # a new token-classification head is random
@@ -210,7 +210,7 @@ def finetune_job(spec: dict[str, Any], out_path: str) -> None:
     _threads()
     import torch
 
-    from tov_engine.training import EpochPlan, train_epoch
+    from tov_engine.model.training import EpochPlan, train_epoch
 
     data = Path(spec["data"])
     task = spec["task"]

@@ -6,7 +6,7 @@ Runs ToV (the benchmark's engine settings) on the NER setting, records every sco
 Delta_t = log p_t(theta_val) - log p_t(theta_bas) with its gold label in each round, and
 compares row reductions by how well they rank the target-like rows: AUC (target vs other scored
 rows) and how many target rows land in the top 10 / top 20 by score. The reduction the engine
-uses is `tov_engine.scoring.TAGGED_REDUCTION`; this probe only reads the per-token values.
+uses is `tov_engine.model.scoring.TAGGED_REDUCTION`; this probe only reads the per-token values.
 """
 
 from __future__ import annotations
@@ -85,12 +85,12 @@ def probe(setting_name: str, seed: int, engine: dict[str, Any], threads: int) ->
     import torch
 
     torch.set_num_threads(threads)
-    import tov_engine.tov as tov_mod
+    import tov_engine.methods.tov.scoring as tov_mod
     from benchmarks.quality.jobs import bins
     from benchmarks.quality.run import MODELS, WORK
     from benchmarks.quality.settings import SETTINGS, build, load_meta
     from tov_engine import JobConfig, LoraSettings, SelectionConfig, ToVConfig, run_selection
-    from tov_engine.encoding import IGNORE
+    from tov_engine.data.encoded import IGNORE
 
     s = SETTINGS[setting_name]
     data = build(s, WORK / "data")
@@ -101,7 +101,7 @@ def probe(setting_name: str, seed: int, engine: dict[str, Any], threads: int) ->
 
     def spy(model: Any, task: str, store: Any, score_fn: str) -> Any:
         inner = original(model, task, store, score_fn)
-        from tov_engine.logprob import token_logprobs
+        from tov_engine.model.logprob import token_logprobs
 
         records.append([])
 
@@ -167,7 +167,7 @@ def probe(setting_name: str, seed: int, engine: dict[str, Any], threads: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.quality.run import ENGINE
+    from benchmarks.quality.plan import ENGINE
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--setting", default="wnut-company")

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.quality.plan import ENGINE, LR_GRID, METHODS, ORACLES, SWEEP_SEEDS, oracle_picks
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 LABELS = {
     "random": "random",
@@ -44,7 +46,6 @@ def _sd(xs: list[float]) -> float:
 
 def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
     """Per-method numbers of one setting from the work folder (only seeds that finished)."""
-    from benchmarks.quality.run import METHODS, ORACLES, oracle_picks
     from benchmarks.quality.settings import load_meta
 
     folder = bench.folder(setting)
@@ -331,7 +332,6 @@ def write(
 
     wall: the run's wall time; None = the span of the stored runs' file times (report-only)."""
     from benchmarks.quality.jobs import RECIPE
-    from benchmarks.quality.run import ENGINE, LR_GRID, SWEEP_SEEDS
 
     engine = getattr(bench, "engine", ENGINE)
 

@@ -40,63 +40,21 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality import report
+from benchmarks.quality.plan import (
+    ENGINE,
+    LR_GRID,
+    ORACLES,
+    RUNS,
+    SWEEP_SEEDS,
+    methods_of,
+    oracle_picks,
+)
 from benchmarks.quality.settings import QUICK_SETTINGS, SETTINGS, Setting, build, load_meta
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / ".cache" / "models"
 WORK = REPO / ".cache" / "bench-quality"
 
-# The surrogate / selection settings every model-based method shares (engine knobs).
-ENGINE = {
-    "causal_lm": {
-        "rounds": 2,
-        "learning_rate": 1e-4,
-        "val_lr_factor": 0.1,
-        "batch_size": 16,
-        "score_fn": "improvement",
-        "lora_rank": 8,
-        "lora_target_modules": ["q_proj", "v_proj"],
-        "max_length": 64,
-        "less_projection_dim": 128,
-        "min_per_bin": 5,
-    },
-    "token_classification": {
-        "rounds": 2,
-        "learning_rate": 1e-4,
-        "val_lr_factor": 0.1,
-        "batch_size": 16,
-        "score_fn": "improvement",
-        "lora_rank": 8,
-        "lora_target_modules": ["query", "value"],
-        "max_length": 64,
-        "less_projection_dim": 128,
-        "min_per_bin": 5,
-        "tagged_reduction": "class_balanced",
-    },
-}
-LR_GRID = {"causal_lm": [3e-4, 1e-3, 3e-3], "token_classification": [1e-4, 3e-4, 1e-3]}
-SWEEP_SEEDS = 3
-
-# Selection runs: engine method, variant, and the benchmark methods each run yields.
-RUNS = {
-    "random": ("random", "A", {"random": None}),
-    "uncertainty": ("uncertainty", "A", {"uncertainty": "score+random"}),
-    "less": ("less", "A", {"less": None}),
-    "tov": ("tov", "A", {"tov_score_random": "score+random", "tov_score_only": "score-only"}),
-    "tov_b": ("tov", "B", {"tov_method_b": "score+random"}),
-}
-METHODS = [
-    "random",
-    "uncertainty",
-    "less",
-    "tov_score_only",
-    "tov_score_random",
-    "tov_method_b",
-    "oracle",
-    "oracle_half",
-]
-# Methods that pick by the benchmark's knowledge of the target-like rows (no selection run).
-ORACLES = ("oracle", "oracle_half")
 # The learning rates the full run's sweep chose (benchmarks/results/quality.md); quick mode uses
 # them instead of sweeping (its fine-tunes take the same number of optimizer steps per epoch).
 FULL_RUN_LR = {"wnut-company": 3e-4, "elements-in-pool": 3e-3, "latin-not-in-pool": 1e-3}
@@ -134,12 +92,6 @@ MODES = {
 SEEDS = {name: m.seeds for name, m in MODES.items()}
 
 
-def methods_of(runs: tuple[str, ...] | list[str]) -> list[str]:
-    """The benchmark methods the selection runs yield (plus the oracle), in METHODS order."""
-    made = {m for r in runs for m in RUNS[r][2]} | set(ORACLES)
-    return [m for m in METHODS if m in made]
-
-
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -172,35 +124,6 @@ def run_child(ctx: Any, fn_name: str, spec: dict[str, Any], out: Path) -> dict[s
 
 def cached(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def oracle_indices(
-    meta: dict[str, Any], budget: int, seed: int, known: int | None = None
-) -> list[int]:
-    """Target-like rows first (a seeded sample if more than fit), then random others.
-
-    known: how many slots may use the knowledge of the target-like rows (default: the whole
-    budget). `known = budget - budget // 2` is the ceiling of any score+random selection: its
-    score half perfect, its other half uniformly random over the rest of the pool, as
-    score+random's is."""
-    known = budget if known is None else known
-    mask = np.asarray(meta["target_mask"], dtype=bool)
-    rng = np.random.default_rng([seed, 99])
-    target = np.flatnonzero(mask)
-    others = np.flatnonzero(~mask)
-    take = rng.permutation(target)[:known]
-    fill = rng.permutation(others)[: known - len(take)]
-    picked = np.concatenate([take, fill])
-    rest = np.setdiff1d(np.arange(len(mask)), picked)
-    drawn = np.random.default_rng([seed, 98]).permutation(rest)[: budget - len(picked)]
-    return sorted(int(i) for i in np.concatenate([picked, drawn]))
-
-
-def oracle_picks(method: str, meta: dict[str, Any], budget: int, seed: int) -> list[int]:
-    """The indices an ORACLES method picks: `oracle` knows every slot, `oracle_half` the score
-    half of score+random (the other half is random)."""
-    known = budget if method == "oracle" else budget - budget // 2
-    return oracle_indices(meta, budget, seed, known)
 
 
 class Bench:

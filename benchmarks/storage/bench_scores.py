@@ -18,8 +18,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from app.core.models import Dataset, Job, ScoreChunk, Tenant
-from app.exporting import iter_export
-from app.services.results import read_base_indices, read_scores, write_scores
+from app.results.export import iter_export
+from app.results.scores import read_base_indices, read_scores, write_scores
 from benchmarks.common import throwaway_database, write_result
 from tov_engine import SelectionConfig, select
 

@@ -105,8 +105,8 @@ def test_a_multi_target_job_shows_its_targets(client: Any, api_key: str) -> None
 
 
 def test_idempotency_counts_the_targets_in_order(client: Any, api_key: str) -> None:
-    from app.schemas import JobCreate
-    from app.services.jobs import request_hash
+    from app.jobs.schemas import JobCreate
+    from app.jobs.service import request_hash
 
     pool, (a, b) = setup_datasets(client, api_key)
     headers = {**auth(api_key), "Idempotency-Key": "multi-1"}
@@ -134,7 +134,8 @@ def _succeed_with_fake_scores(job_id: str) -> dict[int, np.ndarray]:
     """Mark the job succeeded and store distinct scores and a default selection per target."""
     from app.core.db import get_sessionmaker
     from app.core.models import Job
-    from app.services.results import add_selection, write_scores
+    from app.results.scores import write_scores
+    from app.results.selections import add_selection
 
     stored = {}
     with get_sessionmaker()() as session:
@@ -264,7 +265,7 @@ def test_one_worker_attempt_publishes_every_target(
     from app.core.config import get_settings
     from app.core.db import get_sessionmaker
     from app.core.models import Dataset, Job
-    from app.services.results import read_base_indices, read_scores
+    from app.results.scores import read_base_indices, read_scores
     from tests.faults.standin_engine import run_selection
     from worker.engine_bridge import job_config
     from worker.job_runner import JobRunner

@@ -200,8 +200,8 @@ def test_s3_endpoint_rebinding_is_refused_at_connection_time(
 ) -> None:
     """The pre-check saw a public address; the connection resolves again to loopback: the
     HTTP client's resolver refuses it, so no request reaches the server."""
-    import app.remote_s3 as remote_s3
     from app.core.config import get_settings
+    from app.datasets.sources import s3 as remote_s3
 
     port = s3_server[0].rsplit(":", 1)[1]
     settings = get_settings()
@@ -216,7 +216,7 @@ def test_s3_endpoint_rebinding_is_refused_at_connection_time(
 def test_s3_resolver_refuses_internal_addresses_except_the_trusted_endpoint() -> None:
     import asyncio
 
-    from app.remote_s3 import _resolver
+    from app.datasets.sources.s3 import _resolver
 
     with pytest.raises(OSError, match="loopback"):
         asyncio.run(_resolver(None).resolve("localhost", 80))

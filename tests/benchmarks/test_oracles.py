@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.quality.run import oracle_picks
+from benchmarks.quality.plan import oracle_picks
 
 MASK = [i % 10 == 0 for i in range(200)]  # 20 target-like rows of 200
 META = {"target_mask": MASK}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.quality import report, run
+from benchmarks.quality import plan, report, run
 from benchmarks.quality.settings import Setting
 
 POOL = [
@@ -47,7 +47,7 @@ def test_quality_benchmark_end_to_end_on_a_tiny_model(
     )
     bench = run.Bench(tmp_path / "work", threads=1)
     _write(tmp_path / "work" / "data" / f"tiny-{setting.key()}", setting)
-    monkeypatch.setitem(run.LR_GRID, "causal_lm", [1e-3])
+    monkeypatch.setitem(plan.LR_GRID, "causal_lm", [1e-3])
     monkeypatch.setattr(run, "SWEEP_SEEDS", 1)
     lr = bench.prepare(setting)
     bench.run_seed(setting, 0, lr)
@@ -57,7 +57,7 @@ def test_quality_benchmark_end_to_end_on_a_tiny_model(
     assert set(payload) == {"mode", "generated_at", "settings"}
     (only,) = payload["settings"]
     assert only["name"] == "tiny" and only["task"] == "causal_lm"
-    assert set(only["methods"]) == set(run.METHODS)
+    assert set(only["methods"]) == set(plan.METHODS)
     fields = {
         "test_loss_mean",
         "test_loss_std",

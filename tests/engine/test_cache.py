@@ -21,7 +21,7 @@ from tov_engine import (
     ToVConfig,
     run_selection,
 )
-from tov_engine.cachestore import EntryStore
+from tov_engine.store.entries import EntryStore
 
 OTHER = {"prompt": "Question: who wrote Hamlet?", "completion": "William Shakespeare wrote it."}
 
@@ -131,7 +131,7 @@ def test_a_damaged_entry_is_detected_and_rebuilt(
 def test_the_tokenised_pool_is_reused(
     files: dict[str, Path], tiny_causal_lm_dir: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from tov_engine import runner
+    from tov_engine import job as runner
 
     cache, config = tmp_path / "cache", JobConfig(method="random")
     first = _run(files, "val", tiny_causal_lm_dir, config, cache_dir=cache)
@@ -216,8 +216,8 @@ def test_concurrent_publication_keeps_one_whole_entry(tmp_path: Path) -> None:
 def test_a_pool_on_disk_gives_the_same_result(
     files: dict[str, Path], tiny_causal_lm_dir: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from tov_engine import encoding
-    from tov_engine.runner import prepare_job
+    from tov_engine.data import encoded as encoding
+    from tov_engine.job import prepare_job
 
     config = _config()
     plain = _run(files, "val", tiny_causal_lm_dir, config)
@@ -239,10 +239,10 @@ def test_a_pool_on_disk_gives_the_same_result(
 def test_encode_into_cache_publishes_the_entry_it_wrote(
     tmp_path: Path, tiny_causal_lm_dir: Path
 ) -> None:
-    from tov_engine.data import read_rows
-    from tov_engine.encoding import encode_rows
-    from tov_engine.modeling import load_tokenizer
-    from tov_engine.poolcache import encode_into_cache, load_pool
+    from tov_engine.data.encoding import encode_rows
+    from tov_engine.data.files import read_rows
+    from tov_engine.model.loading import load_tokenizer
+    from tov_engine.store.poolcache import encode_into_cache, load_pool
 
     tokenizer = load_tokenizer(tiny_causal_lm_dir)
     rows = [{"text": f"row {i} of the pool"} for i in range(12)]

@@ -11,17 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tov_engine import DataError, ModelError, encoding
-from tov_engine.encoding import (
+from tov_engine import DataError, ModelError
+from tov_engine.data import encoded as encoding
+from tov_engine.data.encoded import (
     IGNORE,
     EncodedSet,
     array_sha256,
-    encode_rows,
     map_labels,
     open_encoded,
     write_encoded,
 )
-from tov_engine.modeling import load_tokenizer
+from tov_engine.data.encoding import encode_rows
+from tov_engine.model.loading import load_tokenizer
 
 
 @pytest.fixture(scope="module")

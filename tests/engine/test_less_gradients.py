@@ -12,10 +12,12 @@ from tests.engine.conftest import WriteRows
 from tests.engine.test_methods import ENTITY, PLAIN
 from tests.engine.test_runner import _pool
 from tov_engine import JobConfig, SelectionConfig
-from tov_engine.batching import make_batch
-from tov_engine.less import _batch_gradients, _example_gradient, _linear_owners
-from tov_engine.methods import build_surrogate
-from tov_engine.runner import prepare_job
+from tov_engine.data.batching import make_batch
+from tov_engine.job import prepare_job
+from tov_engine.methods.common import build_surrogate
+from tov_engine.methods.less.gradients import batch_gradients as _batch_gradients
+from tov_engine.methods.less.gradients import example_gradient as _example_gradient
+from tov_engine.methods.less.gradients import linear_owners as _linear_owners
 
 
 @pytest.mark.parametrize("task", ["causal_lm", "token_classification"])

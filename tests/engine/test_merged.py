@@ -11,11 +11,11 @@ import torch
 from tests.engine.conftest import WriteRows
 from tests.engine.test_runner import _pool
 from tov_engine import JobConfig, SelectionConfig
-from tov_engine.batching import make_batch
-from tov_engine.logprob import token_logprobs
-from tov_engine.merged import merged
-from tov_engine.methods import build_surrogate
-from tov_engine.runner import prepare_job
+from tov_engine.data.batching import make_batch
+from tov_engine.job import prepare_job
+from tov_engine.methods.common import build_surrogate
+from tov_engine.model.logprob import token_logprobs
+from tov_engine.model.merged import merged
 
 
 def test_folded_adapter_matches_peft(write_jsonl: WriteRows, tiny_causal_lm_dir: Path) -> None:

@@ -20,11 +20,10 @@ from tov_engine import (
     SelectionConfig,
     SelectionOutcome,
     ToVConfig,
-    less,
-    methods,
-    resume,
     run_selection,
 )
+from tov_engine.methods import uncertainty
+from tov_engine.methods.less import run as less
 
 
 @pytest.fixture
@@ -72,7 +71,7 @@ def test_uncertainty_resumes_after_epochs_and_score_chunks(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(resume, "SCORE_CHUNK_ROWS", 8)
+    monkeypatch.setattr(uncertainty, "SCORE_CHUNK_ROWS", 8)
     run = _runner(files, tiny_causal_lm_dir)
     config = JobConfig(
         method="uncertainty",
@@ -89,8 +88,8 @@ def test_uncertainty_resumes_after_epochs_and_score_chunks(
     with pytest.raises(Cancelled):  # stopped while scoring, two chunks of R done
         run(config, checkpoint_dir=ckpt, should_cancel=_done(ckpt, "score_00001"))
     assert (ckpt / "epoch_002" / "done").exists() and not (ckpt / "score_00002" / "done").exists()
-    epochs = _count(monkeypatch, methods, "train_epoch")
-    scored = _count(monkeypatch, resume, "run_pass")
+    epochs = _count(monkeypatch, uncertainty, "train_epoch")
+    scored = _count(monkeypatch, uncertainty, "run_pass")
     resumed = run(config, checkpoint_dir=ckpt)
     assert epochs == []  # every epoch came from the checkpoint
     finished = sum(len(np.load(p)) for p in ckpt.glob("score_0000[01]/scores.npy"))

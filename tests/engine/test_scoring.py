@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from tov_engine import scoring
-from tov_engine.batching import make_batch
-from tov_engine.encoding import IGNORE, EncodedSet
-from tov_engine.logprob import TokenLogprobs, row_weighted_sums, token_logprobs
-from tov_engine.scoring import TokenStore, label_weights, stored_combine, storing_combine
+from tov_engine.data.batching import make_batch
+from tov_engine.data.encoded import IGNORE, EncodedSet
+from tov_engine.model import scoring
+from tov_engine.model.logprob import TokenLogprobs, row_weighted_sums, token_logprobs
+from tov_engine.model.scoring import TokenStore, label_weights, stored_combine, storing_combine
 
 N_LABELS = 3  # 0 = the majority tag ("O"), 1 and 2 rare entity tags
 

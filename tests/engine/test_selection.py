@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from tov_engine import ConfigError, SelectionConfig, select
-from tov_engine.selection import (
-    binned_top,
-    bins_for,
-    length_bins,
-    select_random,
-    select_top,
-)
+from tov_engine.selection import binned_top, bins_for, length_bins, select_random, select_top
 
 
 def _nan_base(scores: np.ndarray, base: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from tov_engine import (
     ToVConfig,
     run_selection,
 )
-from tov_engine.staged import StagedToV, prepare_staged
+from tov_engine.methods.tov.staged import StagedToV, prepare_staged
 
 
 def _staged(paths: tuple[Path, Path], model: Path, config: JobConfig) -> StagedToV:

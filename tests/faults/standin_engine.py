@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tov_engine import Cancelled, ConfigError, JobConfig, ProgressEvent, SelectionOutcome
-from tov_engine.data import read_rows
+from tov_engine.data.files import read_rows
 from tov_engine.selection import select
 
 STAGES = ("train", "score", "select")

@@ -119,7 +119,7 @@ def test_each_format_is_accepted_and_counted_like_the_engine(
 ) -> None:
     from app.core.db import get_sessionmaker
     from app.core.models import Dataset
-    from tov_engine.data import inspect_dataset
+    from tov_engine.data.files import inspect_dataset
 
     name, content_type, body, row_format, rows, columns = case
     client, headers = api

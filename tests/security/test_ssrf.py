@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app import remote
+from app.datasets.sources import https, network
 from tests.security.helpers import (
     canary_listener,
     chunked,
@@ -155,9 +155,9 @@ def remote_env(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     from app.main import create_app
 
     monkeypatch.setattr(get_settings(), "remote_hosts", ["*"])
-    monkeypatch.setattr(remote, "_getaddrinfo", _stub_getaddrinfo(remote._getaddrinfo))
+    monkeypatch.setattr(network, "_getaddrinfo", _stub_getaddrinfo(network._getaddrinfo))
     attempts: list[str] = []
-    real_open = remote._open_socket
+    real_open = https._open_socket
 
     def guarded(address: str, port: int, timeout: float) -> socket.socket:
         attempts.append(address)
@@ -165,7 +165,7 @@ def remote_env(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
             raise ConnectionRefusedError("the test refuses connections off this machine")
         return real_open(address, port, timeout)
 
-    monkeypatch.setattr(remote, "_open_socket", guarded)
+    monkeypatch.setattr(https, "_open_socket", guarded)
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client, make_key("ssrf"), attempts
 
@@ -205,7 +205,7 @@ def test_dns_is_resolved_once_and_the_checked_address_is_the_one_connected(
         calls.append(host)
         return next(answers)
 
-    monkeypatch.setattr(remote, "_getaddrinfo", rebinding)
+    monkeypatch.setattr(network, "_getaddrinfo", rebinding)
     with canary_listener() as canary:
         response = client.post(
             "/v1/datasets",
@@ -273,9 +273,9 @@ def test_address_rules_unit() -> None:
         "198.18.0.1",
     ]
     for address in refused:
-        assert remote.address_refusal(address), address
+        assert network.address_refusal(address), address
     for address in ("93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "1.1.1.1"):
-        assert remote.address_refusal(address) is None, address
+        assert network.address_refusal(address) is None, address
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,14 +329,14 @@ def files_server(
         with tls_server(cert, key_file, routes) as (port, requested):
             STUB_DNS["files.test"] = ["127.0.0.2"]
             STUB_DNS["other-name.test"] = ["127.0.0.2"]
-            real_refusal = remote.address_refusal
+            real_refusal = network.address_refusal
             monkeypatch.setattr(
-                remote,
+                network,
                 "address_refusal",
                 lambda a: None if a == "127.0.0.2" else real_refusal(a),
             )
             monkeypatch.setattr(
-                remote, "_ssl_context", lambda: ssl.create_default_context(cafile=str(cert))
+                https, "_ssl_context", lambda: ssl.create_default_context(cafile=str(cert))
             )
             try:
                 yield {
@@ -414,7 +414,7 @@ def test_remote_refusals(files_server: dict[str, Any], monkeypatch: pytest.Monke
         "CERTIFICATE_VERIFY_FAILED" in wrong_name.json()["detail"]
         or "certificate" in wrong_name.json()["detail"].lower()
     )
-    monkeypatch.setattr(remote, "TOTAL_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(https, "TOTAL_TIMEOUT_S", 1.5)
     slow = _register(files_server, "/slow.jsonl")
     assert slow.status_code == 422
     assert "took longer than 1.5 s" in slow.json()["detail"]
@@ -428,7 +428,7 @@ def test_control_without_the_address_rules_the_canary_is_hit(
     """The canary and the guard really see a connection when the rules are switched off, so the
     zero above means the rules stopped every URL."""
     client, key, attempts = remote_env
-    monkeypatch.setattr(remote, "address_refusal", lambda address: None)
+    monkeypatch.setattr(network, "address_refusal", lambda address: None)
     with canary_listener() as canary:
         response = client.post(
             "/v1/datasets",

@@ -1,0 +1,23 @@
+"""`file://` references and absolute paths: a server-side file under a configured data root.
+
+The file is not copied: the dataset refers to it where it is (validated now, read later). Its
+name must carry a dataset suffix (.jsonl/.ndjson, .parquet/.pq or .csv).
+"""
+
+from __future__ import annotations
+
+from app.core.config import Settings
+from app.core.errors import InvalidInput
+from app.core.storage import resolve_under_roots
+from app.datasets.sources.network import Fetched
+from app.datasets.validation.detection import format_for_name
+
+
+def locate_file(uri: str, *, settings: Settings) -> Fetched:
+    """The server-side file `uri` names, if it lies under a data root and has a dataset suffix."""
+    path = resolve_under_roots(uri, settings.data_roots)
+    if format_for_name(path.name) is None:
+        raise InvalidInput(
+            f"'{uri}': the file type is not supported; use .jsonl/.ndjson, .parquet/.pq or .csv."
+        )
+    return Fetched(path=path, name=path.name, content_type="", in_place=True)

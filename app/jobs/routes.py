@@ -1,0 +1,93 @@
+"""/v1/jobs: create, read, list, cancel and delete jobs, and read their events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.core.auth import SessionDep, TenantDep
+from app.core.config import get_settings
+from app.core.limits import job_quota, rate_limit
+from app.core.models import JobStatus
+from app.jobs import listing, service
+from app.jobs.schemas import JobCreate, JobList, JobRead
+from app.schemas import MetadataFilter, OptionalRfc3339
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(rate_limit)])
+
+
+@router.post("", status_code=202, response_model=JobRead, dependencies=[Depends(job_quota)])
+def create_job(
+    body: JobCreate,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobRead:
+    job, created = service.create_job(
+        session=session,
+        settings=get_settings(),
+        tenant=tenant,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    session.commit()
+    if created and service.enqueue(job):  # after the commit: a worker always finds the row
+        session.commit()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return service.to_read(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
+    created_after: Annotated[
+        OptionalRfc3339, Query(description="RFC 3339 with an offset, e.g. 2026-01-31T09:30:00Z")
+    ] = None,
+    created_before: Annotated[OptionalRfc3339, Query(description="exclusive; RFC 3339")] = None,
+    metadata: Annotated[
+        list[MetadataFilter] | None,
+        Query(max_length=20, description="key:value, exact match; repeatable"),
+    ] = None,
+) -> JobList:
+    filters = listing.JobFilters(
+        status=status,
+        created_after=created_after,
+        created_before=created_before,
+        metadata=listing.metadata_filters(metadata),
+    )
+    jobs, next_cursor = listing.list_jobs(
+        session=session, tenant=tenant, limit=limit, cursor=cursor, filters=filters
+    )
+    return JobList(items=[service.to_read(j) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+async def get_job(job_id: str, tenant: TenantDep) -> JobRead:
+    # The polling hot path (L1): one thread hop for the one query, no request-scoped session.
+    return await run_in_threadpool(service.read_job, tenant=tenant, job_id=job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    job = service.request_cancel(session=session, tenant=tenant, job_id=job_id)
+    session.commit()
+    return service.to_read(job)
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    service.delete_job(session=session, settings=get_settings(), tenant=tenant, job_id=job_id)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/events")
+def job_events(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dict[str, object]]:
+    return service.list_events(session=session, tenant=tenant, job_id=job_id)

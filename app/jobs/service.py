@@ -1,0 +1,233 @@
+"""Jobs: create (idempotently), read, cancel, delete, events; workers move them by conditional
+UPDATEs. Services only flush: the request owns the transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.db import get_sessionmaker
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
+from app.core.queue import publish_job
+from app.datasets.service import resolve_reference
+from app.jobs.schemas import JobCreate, JobError, JobRead, Progress
+
+
+def request_hash(body: JobCreate) -> str:
+    """The body's digest; `targets` counts (in order) but a single-target body hashes as before
+    targets existed, so an Idempotency-Key retried across the upgrade still matches."""
+    dumped = body.model_dump(mode="json")
+    if dumped.get("targets") is None:
+        dumped.pop("targets", None)
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def target_dataset_ids(job: Job) -> list[str]:
+    """The job's validation dataset ids in target order; K = len(...) (1 for most jobs)."""
+    return list(job.validation_dataset_ids or [job.validation_dataset_id])
+
+
+def check_target(job: Job, target: int) -> int:
+    """`target` if the job has it, else a 404 naming the job's range (the schema allows any
+    0..15: how many targets a job has is known only once it is found)."""
+    k = len(target_dataset_ids(job))
+    if not 0 <= target < k:
+        valid = "0 (it has one target)" if k == 1 else f"0 to {k - 1} (it has {k} targets)"
+        raise NotFound(f"target: job '{job.id}' has no target {target}; use {valid}.")
+    return target
+
+
+def _existing(session: Session, tenant: Tenant, key: str, digest: str) -> Job | None:
+    job = session.scalar(select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != digest:
+        raise Conflict(f"Idempotency-Key '{key}' was used with a different request body.")
+    return job
+
+
+def create_job(
+    *,
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    body: JobCreate,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Insert a queued job. Returns (job, created); the same key and body return the same job."""
+    digest = request_hash(body)
+    if idempotency_key:
+        if len(idempotency_key) > 200:
+            raise InvalidInput("Idempotency-Key is longer than 200 characters.")
+        found = _existing(session, tenant, idempotency_key, digest)
+        if found is not None:
+            return found, False
+    job = _new_job(session=session, settings=settings, tenant=tenant, body=body)
+    job.idempotency_key, job.request_hash = idempotency_key, digest
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request with the same key won the race
+        session.rollback()
+        found = _existing(session, tenant, idempotency_key or "", digest)
+        if found is None:
+            raise
+        return found, False
+    session.add(JobEvent(job_id=job.id, kind="created", message="job accepted"))
+    return job, True
+
+
+def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobCreate) -> Job:
+    """The job row for `body`, its dataset references resolved (pool first, then each target)."""
+    pool = resolve_reference(
+        session=session, settings=settings, tenant=tenant, ref=body.pool, field_name="pool"
+    )
+    refs = body.target_refs()
+    validations = [
+        resolve_reference(
+            session=session,
+            settings=settings,
+            tenant=tenant,
+            ref=ref,
+            field_name="validation" if body.targets is None else f"targets[{k}]",
+        )
+        for k, ref in enumerate(refs)
+    ]
+    return Job(
+        tenant_id=tenant.id,
+        pool_dataset_id=pool.id,
+        validation_dataset_id=validations[0].id,
+        validation_dataset_ids=[v.id for v in validations],
+        model=body.model or settings.default_model,
+        task=body.task,
+        method=body.method,
+        params={
+            "tov": body.tov.model_dump(mode="json"),
+            "selection": body.selection.model_dump(mode="json"),
+            "max_length": body.max_length,
+        },
+        seed=body.seed,
+        job_metadata=body.metadata,
+        rows_total=pool.rows,
+    )
+
+
+def enqueue(job: Job) -> bool:
+    """Send a committed job to the workers (after the commit, so a worker always finds the row);
+    stamps `published_at` when sent. True when sent: the stamp then needs a commit."""
+    if not publish_job(job.id):
+        return False
+    job.published_at = utcnow()
+    return True
+
+
+def get_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
+    if job is None:
+        raise NotFound(f"Job '{job_id}' does not exist.")
+    return job
+
+
+def read_job(*, tenant: Tenant, job_id: str) -> JobRead:
+    """The job as the API shows it, in a session of its own: the polling hot path (L1) needs
+    one thread hop for the one query and no request-scoped session."""
+    with get_sessionmaker()() as session:
+        return to_read(get_job(session=session, tenant=tenant, job_id=job_id))
+
+
+def list_events(*, session: Session, tenant: Tenant, job_id: str) -> list[dict[str, object]]:
+    """The job's events, oldest first."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    events = session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)
+    ).all()
+    return [
+        {"at": e.at.isoformat(), "kind": e.kind, "attempt": e.attempt, "message": e.message}
+        for e in events
+    ]
+
+
+def request_cancel(*, session: Session, tenant: Tenant, job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next heartbeat."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    if job.status in TERMINAL_STATUSES:
+        return job
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), cancel_requested=True)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True)
+    )
+    session.add(JobEvent(job_id=job.id, kind="cancel_requested", message="cancel requested"))
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def eta_seconds(job: Job) -> float | None:
+    if job.status != JobStatus.RUNNING or job.started_at is None or job.progress <= 0.01:
+        return None
+    started = (
+        job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=utcnow().tzinfo)
+    )
+    elapsed = (utcnow() - started).total_seconds()
+    return max(0.0, elapsed * (1 - job.progress) / job.progress)
+
+
+def to_read(job: Job) -> JobRead:
+    base = f"/v1/jobs/{job.id}"
+    targets = target_dataset_ids(job)
+    links = {"self": base, "selection": f"{base}/selection", "scores": f"{base}/scores"}
+    for k in range(1, len(targets)):  # target 0 is the plain links above
+        links[f"selection_{k}"] = f"{base}/selection?target={k}"
+        links[f"scores_{k}"] = f"{base}/scores?target={k}"
+    error = JobError(code=job.error_code, detail=job.error) if job.error else None
+    return JobRead(
+        id=job.id,
+        status=job.status,
+        progress=Progress(
+            stage=job.stage,
+            fraction=round(job.progress, 4),
+            rows_done=job.rows_done,
+            rows_total=job.rows_total,
+            eta_seconds=eta_seconds(job),
+            message=job.message,
+        ),
+        pool=job.pool_dataset_id,
+        validation=job.validation_dataset_id,
+        targets=targets,
+        k=len(targets),
+        model=job.model,
+        task=job.task,
+        method=job.method,
+        params=job.params,
+        seed=job.seed,
+        metadata=job.job_metadata,
+        attempt=job.attempt,
+        error=error,
+        stats=job.stats,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=links,
+    )
+
+
+def delete_job(*, session: Session, settings: Settings, tenant: Tenant, job_id: str) -> None:
+    """Remove the job, its scores, selections, events and files. A running attempt then stops:
+    its next conditional write finds no row."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    session.execute(delete(Job).where(Job.id == job.id))
+    session.flush()
+    shutil.rmtree(Path(settings.artifact_root) / "jobs" / job.id, ignore_errors=True)

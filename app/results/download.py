@@ -1,0 +1,83 @@
+"""Downloads of a succeeded job's results: its selection, every row's score, the selected rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict
+from app.core.models import Dataset, Job, Tenant
+from app.jobs.service import get_job
+from app.results.export import ExportFormat, iter_export, iter_subset
+from app.results.scores import read_scores
+from app.results.selections import StoredSelection, load_selection
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file to stream: its name without the extension, and its bytes in pieces."""
+
+    name: str
+    chunks: Iterator[bytes]
+
+
+@dataclass(frozen=True)
+class SelectionQuery:
+    """Which selection to download, and as what: the default one of `target` (None: 0) or the
+    one named by `selection_id`."""
+
+    fmt: ExportFormat
+    selection_id: str | None
+    target: int | None
+
+
+def _file_name(job_id: str, target: int, what: str) -> str:
+    """The download's file name; a multi-target job's later targets are named."""
+    return f"{job_id}-{what}" if target == 0 else f"{job_id}-target{target}-{what}"
+
+
+def _load(session: Session, job: Job, query: SelectionQuery) -> StoredSelection:
+    return load_selection(
+        session=session, job=job, selection_id=query.selection_id, target=query.target
+    )
+
+
+def selection_file(
+    *, session: Session, tenant: Tenant, job_id: str, query: SelectionQuery
+) -> Download:
+    """One row per selected pool row: index, score, source (`score` or `random`)."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    chosen = _load(session, job, query)
+    sources = np.where(chosen.from_random, "random", "score")
+    columns = {"index": chosen.indices, "score": chosen.scores, "source": sources}
+    return Download(_file_name(job.id, chosen.target, "selection"), iter_export(columns, query.fmt))
+
+
+def scores_file(
+    *, session: Session, tenant: Tenant, job_id: str, fmt: ExportFormat, target: int | None
+) -> Download:
+    """Every pool row's score for one target (null for the unscored base subset), its length."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    target = target or 0
+    # Checks the target exists and the job succeeded.
+    load_selection(session=session, job=job, selection_id=None, target=target)
+    scores, lengths = read_scores(session=session, job_id=job.id, target=target)
+    columns = {"index": np.arange(len(scores)), "score": scores, "length": lengths}
+    return Download(_file_name(job.id, target, "scores"), iter_export(columns, fmt))
+
+
+def subset_file(
+    *, session: Session, tenant: Tenant, job_id: str, query: SelectionQuery
+) -> Download:
+    """The selected pool rows themselves, in the pool's own row format, in pool order."""
+    job = get_job(session=session, tenant=tenant, job_id=job_id)
+    chosen = _load(session, job, query)
+    pool = session.get(Dataset, job.pool_dataset_id)
+    if pool is None or not Path(pool.uri).is_file():
+        raise Conflict(f"The pool of job '{job.id}' is no longer available.")
+    name = _file_name(job.id, chosen.target, "subset")
+    return Download(name, iter_subset(Path(pool.uri), chosen.indices, query.fmt))

@@ -1,0 +1,1 @@
+"""Data: row rules, dataset files, tokenising with loss masks, encoded sets and batches."""

@@ -1,0 +1,64 @@
+"""What the model-based methods share: the surrogate, the split of the pool into U and R, the
+final selection."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from tov_engine.errors import ConfigError
+from tov_engine.job import Job, SelectionOutcome, draw_base
+from tov_engine.model.loading import load_model, resolve_device
+from tov_engine.model.surrogate import Surrogate
+from tov_engine.progress import Tracker
+from tov_engine.selection import select
+
+logger = logging.getLogger(__name__)
+
+TRAIN_COST = 3.0  # a training row costs about three forward passes (forward + backward)
+
+
+def build_surrogate(job: Job) -> Surrogate:
+    """Load the model onto the job's device and attach the adapters, seeded."""
+    device = resolve_device(job.config.device)
+    torch.manual_seed(job.config.seed)  # a new classification head and LoRA init are random
+    model = load_model(job.model, task=job.config.task, device=device, labels=job.labels)
+    return Surrogate(model, job.config.tov.lora, job.config.task)
+
+
+def split_pool(job: Job) -> tuple[np.ndarray, np.ndarray, int]:
+    """U, R and the number of rounds L for this job."""
+    size = len(job.pool)
+    base_size = job.config.tov.resolve_base_size(job.budget, size)
+    if base_size >= size:
+        raise ConfigError(f"tov.base_size {base_size} leaves no row to score in a pool of {size}")
+    base = draw_base(size, base_size, job.config.seed)
+    rest = np.setdiff1d(np.arange(size, dtype=np.int64), base)
+    return base, rest, job.config.tov.resolve_rounds(base_size)
+
+
+def finish_selection(
+    job: Job, scores: np.ndarray, base: np.ndarray, tracker: Tracker | None, last: bool = True
+) -> SelectionOutcome:
+    """Select the budget from the scores (U kept out: `base`) and report the select stage."""
+    start = time.perf_counter()
+    lengths = job.pool.loss_lengths
+    chosen = select(
+        scores=scores,
+        lengths=lengths,
+        base_indices=base,
+        config=job.config.selection,
+        seed=job.config.seed,
+    )
+    job.stats["seconds_select"] = time.perf_counter() - start
+    message = f"selected {len(chosen.indices)} rows"
+    if tracker is not None and last:
+        tracker.finish("select", message)
+    elif tracker is not None:
+        tracker.advance("select", 1, message)
+    return SelectionOutcome(
+        scores=scores, lengths=lengths, base_indices=base, selection=chosen, stats=job.stats
+    )

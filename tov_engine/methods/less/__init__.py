@@ -1,0 +1,1 @@
+"""The LESS baseline: gradient features (gradients) and the run (run)."""

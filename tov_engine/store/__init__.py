@@ -1,0 +1,1 @@
+"""Stores: the one fingerprint (keys), checkpoint folders (resume), the pool cache (entries)."""

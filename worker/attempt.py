@@ -1,0 +1,101 @@
+"""The attempt context: what one attempt at a job hands the runner of its kind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Settings
+from app.core.models import Job, JobStage
+from tov_engine import ProgressCallback, ProgressEvent
+from worker.engine_bridge import job_folder
+from worker.lease import LeaseLost, owned
+
+RESOLVE_SHARE = 0.02  # the overall fraction reported once the inputs are checked
+PROGRESS_INTERVAL = 1.0  # seconds between progress writes
+ENGINE_STAGES = {"train": JobStage.TRAIN, "score": JobStage.SCORE}  # others report as SELECT
+
+
+class JobProgress:
+    """Writes the job's stage and progress, at most every PROGRESS_INTERVAL seconds unless
+    forced; every write carries the attempt's ownership (LeaseLost when it has none)."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, attempt: int) -> None:
+        self.sessions, self.job_id, self.attempt = sessions, job_id, attempt
+        self._last_write = 0.0
+
+    def report(self, stage: str, fraction: float, rows_done: int | None, message: str) -> None:
+        """The engine's fraction (0..1) of its work, as the job's overall progress."""
+        overall = RESOLVE_SHARE + (1 - RESOLVE_SHARE) * fraction * 0.99
+        self.write(stage, overall, rows_done, message=message)
+
+    def write(
+        self,
+        stage: str,
+        fraction: float,
+        rows_done: int | None,
+        *,
+        message: str = "",
+        force: bool = False,
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < PROGRESS_INTERVAL:
+            return
+        self._last_write = now
+        values: dict[str, Any] = {"stage": stage, "progress": fraction, "message": message[:500]}
+        if rows_done is not None:
+            values["rows_done"] = rows_done
+        with self.sessions() as session:
+            updated = session.execute(
+                update(Job).where(owned(self.job_id, self.attempt)).values(**values)
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
+            session.commit()
+        if updated == 0:
+            raise LeaseLost()
+
+
+@dataclass
+class AttemptContext:
+    """One attempt at one job, as its runner sees it.
+
+    should_stop: polled by the engine (the heartbeat's: lease lost or cancel requested).
+    progress: the job's progress writer, owned by this attempt.
+    """
+
+    job_id: str
+    attempt: int
+    worker_name: str
+    settings: Settings
+    sessions: sessionmaker[Session]
+    should_stop: Callable[[], bool]
+    progress: JobProgress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = JobProgress(self.sessions, self.job_id, self.attempt)
+
+    def checkpoint_dir(self) -> Path:
+        return job_folder(self.settings, self.job_id) / "checkpoint"
+
+    def engine_progress(self, target: int | None = None, targets: int = 1) -> ProgressCallback:
+        """The engine's progress events as the job's. `target` None: one run covering all
+        `targets` (its fraction is the whole run's already); else the target-th of `targets`
+        runs. rows_done counts scoring units per target, as a single-target job's does."""
+
+        def on_event(event: ProgressEvent) -> None:
+            stage = ENGINE_STAGES.get(event.stage, JobStage.SELECT)
+            if target is None:
+                fraction, done, message = event.fraction, event.done // targets, event.message
+            else:
+                fraction = (target + event.fraction) / targets
+                done = (target * event.total + event.done) // targets
+                message = f"target {target + 1} of {targets}: {event.message}"
+            rows_done = done if event.stage == "score" else None
+            self.progress.report(stage, fraction, rows_done, message)
+
+        return on_event
