@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict
 from app.core.models import Dataset, Job, Tenant
 from app.jobs.service import get_job
-from app.results.export import ExportFormat, iter_export, iter_subset
+from app.results.export import ExportFormat, iter_export
+from app.results.pool_rows import PoolFile
 from app.results.scores import read_scores
 from app.results.selections import StoredSelection, load_selection
+from app.results.subset import iter_subset
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,13 @@ def scores_file(
 def subset_file(
     *, session: Session, tenant: Tenant, job_id: str, query: SelectionQuery
 ) -> Download:
-    """The selected pool rows themselves, in the pool's own row format, in pool order."""
+    """The selected pool rows themselves, in pool order, read by the pool's file format and
+    written as `query.fmt` (what a row is in each: `subset.iter_subset`)."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     chosen = _load(session, job, query)
     pool = session.get(Dataset, job.pool_dataset_id)
     if pool is None or not Path(pool.uri).is_file():
         raise Conflict(f"The pool of job '{job.id}' is no longer available.")
     name = _file_name(job.id, chosen.target, "subset")
-    return Download(name, iter_subset(Path(pool.uri), chosen.indices, query.fmt))
+    file = PoolFile(Path(pool.uri), pool.file_format, list(pool.columns or []))
+    return Download(name, iter_subset(file, chosen.indices, query.fmt))

@@ -1,12 +1,11 @@
-"""Streamed downloads as JSONL, CSV or Parquet from columns of numpy arrays."""
+"""Streamed downloads as JSONL, CSV or Parquet from columns of numpy arrays (a selection, scores);
+the pool rows themselves are written by `subset`."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -76,44 +75,3 @@ def iter_export(
             ]
         line = pc.binary_join_element_wise(*parts, "}\n", "")
         yield _concatenated(line)
-
-
-def _selected_lines(pool_path: Path, wanted: set[int]) -> Iterator[bytes]:
-    """The raw JSONL lines of the wanted row indices, in pool order, in one pass."""
-    with pool_path.open("rb") as handle:
-        for index, line in enumerate(handle):
-            if index in wanted:
-                yield line if line.endswith(b"\n") else line + b"\n"
-
-
-def iter_subset(pool_path: Path, indices: np.ndarray, fmt: ExportFormat) -> Iterator[bytes]:
-    """The selected rows themselves, in the pool's own row format, ready to fine-tune on."""
-    wanted = {int(i) for i in indices}
-    if fmt == "jsonl":
-        batch: list[bytes] = []
-        for line in _selected_lines(pool_path, wanted):
-            batch.append(line)
-            if len(batch) >= BATCH_ROWS:
-                yield b"".join(batch)
-                batch = []
-        yield b"".join(batch)
-        return
-    rows = [json.loads(line) for line in _selected_lines(pool_path, wanted)]
-    if fmt == "parquet":
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows), buffer)
-        yield buffer.getvalue()
-        return
-    names = list(dict.fromkeys(name for row in rows for name in row))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(names)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(name)) for name in names])
-    yield out.getvalue().encode()
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)

@@ -77,7 +77,8 @@ def download_scores(
 def download_subset(
     job_id: str, session: SessionDep, tenant: TenantDep, query: SelectionQueryDep
 ) -> StreamingResponse:
-    """The selected pool rows themselves, in the pool's own row format, in pool order."""
+    """The selected pool rows themselves, in pool order, as `format` whatever the pool's file
+    format (JSONL, CSV or Parquet): each row as the engine reads it (see the README)."""
     file = download.subset_file(session=session, tenant=tenant, job_id=job_id, query=query)
     return _attachment(file, query.fmt)
 
