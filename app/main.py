@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.catalog.routes import router as models_router
 from app.core import health
 from app.core.config import get_settings
 from app.core.errors import install_error_handlers
@@ -29,6 +30,7 @@ def create_app() -> FastAPI:
     application.include_router(datasets_router)
     application.include_router(jobs_router)
     application.include_router(results_router)
+    application.include_router(models_router)
     application.include_router(ui_router)
     return application
 

@@ -65,7 +65,7 @@ def embedded_service() -> Iterator[tuple[str, str]]:
         "TOV_DATABASE_URL": f"sqlite:///{STATE}/tov.db",
         "TOV_BROKER_URL": f"sqla+sqlite:///{STATE}/broker.db",
         "TOV_ARTIFACT_ROOT": str(STATE / "artifacts"),
-        "TOV_DATA_ROOTS": json.dumps([str(DATA)]),
+        "TOV_SHARED_DATA_ROOTS": json.dumps([str(DATA)]),
         "TOV_MODEL_ROOTS": json.dumps([str(MODELS)]),
         "HF_HUB_OFFLINE": "1",
     }

@@ -53,7 +53,7 @@ def service_env(port: int) -> dict[str, str]:
         "TOV_DATABASE_URL": f"sqlite:///{STATE}/tov.db",
         "TOV_BROKER_URL": f"sqla+sqlite:///{STATE}/broker.db",
         "TOV_ARTIFACT_ROOT": str(STATE / "artifacts"),
-        "TOV_DATA_ROOTS": json.dumps([str(DATA)]),
+        "TOV_SHARED_DATA_ROOTS": json.dumps([str(DATA)]),
         "TOV_MODEL_ROOTS": json.dumps([str(MODELS)]),
         "TOV_PORT": str(port),
     }

@@ -53,9 +53,14 @@ def pg_database() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def service_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("service")
-    dirs = {name: root / name for name in ("artifacts", "data", "models")}
+    dirs = {name: root / name for name in ("artifacts", "data", "models", "standin-models")}
     for path in dirs.values():
         path.mkdir()
+    # The API refuses a job whose model is not installed: a stand-in of the default model, for
+    # tests whose jobs no real engine runs. In a second root, so that the real tiny model
+    # (`installed_tiny_model`, in the first root) wins wherever a test builds it.
+    (dirs["standin-models"] / "tiny-llama").mkdir()
+    (dirs["standin-models"] / "tiny-llama" / "config.json").write_text('{"model_type": "llama"}')
     return dirs
 
 
@@ -67,8 +72,11 @@ def service_env(pg_database: str, service_dirs: dict[str, Path]) -> Iterator[dic
         "TOV_BROKER_URL": REDIS_URL,
         "TOV_TASK_QUEUE": f"tov_test_{secrets.token_hex(4)}",
         "TOV_ARTIFACT_ROOT": str(service_dirs["artifacts"]),
-        "TOV_DATA_ROOTS": json.dumps([str(service_dirs["data"])]),
-        "TOV_MODEL_ROOTS": json.dumps([str(service_dirs["models"])]),
+        # Read by every tenant (per-tenant roots: tests/security/test_tenant_roots.py).
+        "TOV_SHARED_DATA_ROOTS": json.dumps([str(service_dirs["data"])]),
+        "TOV_MODEL_ROOTS": json.dumps(
+            [str(service_dirs["models"]), str(service_dirs["standin-models"])]
+        ),
         "TOV_DEFAULT_MODEL": "tiny-llama",
         "TOV_HEARTBEAT_SECONDS": "1",
         "TOV_LEASE_SECONDS": "10",

@@ -6,7 +6,17 @@
 
 from tov_client.client import Client
 from tov_client.errors import ApiError, JobFailed, TovError, TransportError, WaitTimeout
-from tov_client.models import Dataset, Job, JobError, JobEvent, JobPage, Progress, Selection
+from tov_client.models import (
+    Dataset,
+    Job,
+    JobError,
+    JobEvent,
+    JobPage,
+    ModelInfo,
+    ModelList,
+    Progress,
+    Selection,
+)
 from tov_client.retry import RetryPolicy
 
 __all__ = [
@@ -18,6 +28,8 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobPage",
+    "ModelInfo",
+    "ModelList",
     "Progress",
     "RetryPolicy",
     "Selection",

@@ -16,7 +16,9 @@ class ApiError(TovError):
 
     Attributes mirror the problem document: ``status``, ``title``, ``detail``, ``code``, ``type``,
     ``instance`` and ``errors`` (for a bad dataset, a list of ``{file, line, field, reason}``).
-    ``problem`` is the whole parsed body (or ``{}`` when the body was not JSON).
+    ``problem`` is the whole parsed body (or ``{}`` when the body was not JSON). ``code`` is one
+    of the API's stable error codes (README "Error codes": ``invalid_input``, ``not_found``,
+    ``conflict``, ``too_many_requests``, ...), the field to branch on; None from a proxy's page.
     """
 
     def __init__(

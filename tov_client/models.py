@@ -110,3 +110,22 @@ class JobEvent(_Model):
     kind: str
     attempt: int = 0
     message: str = ""
+
+
+class ModelInfo(_Model):
+    """A model the workers can run (``GET /v1/models``): a folder under the model roots."""
+
+    name: str
+    model_type: str | None = None
+    architectures: list[str] = []
+    parameters: int | None = None
+    parameters_source: str | None = None
+    """``safetensors`` (counted exactly), ``config`` (estimated) or None (unknown)."""
+    has_tokenizer: bool = False
+
+
+class ModelList(_Model):
+    """``GET /v1/models``: the installed models and the one a job without ``model`` runs."""
+
+    items: list[ModelInfo]
+    default_model: str = ""

@@ -26,6 +26,7 @@ from tov_client.models import Job
 STATUS_STYLE = {
     "queued": "yellow",
     "running": "cyan",
+    "cancelling": "magenta",
     "succeeded": "green",
     "failed": "red",
     "cancelled": "magenta",

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.core.models import Job, JobStage
+from app.core.models import Job, JobEvent, JobStage
 from tov_engine import ProgressCallback, ProgressEvent
 from worker.engine_bridge import job_folder
 from worker.lease import LeaseLost, owned
@@ -23,12 +23,23 @@ ENGINE_STAGES = {"train": JobStage.TRAIN, "score": JobStage.SCORE}  # others rep
 
 
 class JobProgress:
-    """Writes the job's stage and progress, at most every PROGRESS_INTERVAL seconds unless
-    forced; every write carries the attempt's ownership (LeaseLost when it has none)."""
+    """Writes the job's stage and progress, at most every PROGRESS_INTERVAL seconds unless forced
+    or the stage changed; every write carries the attempt's ownership (LeaseLost when it has
+    none). A stage change is also recorded as one `stage` event; any change of progress is
+    reported to `on_change` (the watchdog), written or not."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, attempt: int) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job_id: str,
+        attempt: int,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.sessions, self.job_id, self.attempt = sessions, job_id, attempt
+        self.on_change = on_change
         self._last_write = 0.0
+        self._seen: tuple[str, float, int | None] | None = None
+        self._stage: str | None = None  # the stage last written
 
     def report(self, stage: str, fraction: float, rows_done: int | None, message: str) -> None:
         """The engine's fraction (0..1) of its work, as the job's overall progress."""
@@ -44,8 +55,14 @@ class JobProgress:
         message: str = "",
         force: bool = False,
     ) -> None:
+        seen = (stage, fraction, rows_done)
+        if seen != self._seen:
+            self._seen = seen
+            if self.on_change is not None:
+                self.on_change()
+        new_stage = stage != self._stage
         now = time.monotonic()
-        if not force and now - self._last_write < PROGRESS_INTERVAL:
+        if not (force or new_stage) and now - self._last_write < PROGRESS_INTERVAL:
             return
         self._last_write = now
         values: dict[str, Any] = {"stage": stage, "progress": fraction, "message": message[:500]}
@@ -55,16 +72,24 @@ class JobProgress:
             updated = session.execute(
                 update(Job).where(owned(self.job_id, self.attempt)).values(**values)
             ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
+            if updated and new_stage:
+                text = f"stage {stage}" + (f": {message}" if message else "")
+                session.add(
+                    JobEvent(job_id=self.job_id, kind="stage", attempt=self.attempt, message=text)
+                )
             session.commit()
         if updated == 0:
             raise LeaseLost()
+        self._stage = stage
 
 
 @dataclass
 class AttemptContext:
     """One attempt at one job, as its runner sees it.
 
-    should_stop: polled by the engine (the heartbeat's: lease lost or cancel requested).
+    should_stop: polled by the engine (the heartbeat's: lease lost, cancel requested, or the
+        watchdog ended the attempt).
+    on_progress: called when the attempt's progress changes (the watchdog's touch).
     progress: the job's progress writer, owned by this attempt.
     """
 
@@ -74,10 +99,11 @@ class AttemptContext:
     settings: Settings
     sessions: sessionmaker[Session]
     should_stop: Callable[[], bool]
+    on_progress: Callable[[], None] | None = None
     progress: JobProgress = field(init=False)
 
     def __post_init__(self) -> None:
-        self.progress = JobProgress(self.sessions, self.job_id, self.attempt)
+        self.progress = JobProgress(self.sessions, self.job_id, self.attempt, self.on_progress)
 
     def checkpoint_dir(self) -> Path:
         return job_folder(self.settings, self.job_id) / "checkpoint"

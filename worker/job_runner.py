@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.config import get_settings
 from app.core.db import get_sessionmaker
+from app.core.errors import job_error_code
 from app.core.models import Job, JobStage, JobStatus
 from app.core.observability import current_job_id
 from tov_engine import Cancelled, EngineError
@@ -23,6 +24,7 @@ from worker.lease import Heartbeat, LeaseLost, claim_job
 from worker.publish import attempt_stats, finish, publish
 from worker.runners import choose_runner
 from worker.shards import ShardsExhausted
+from worker.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +57,15 @@ class JobRunner:
         if attempt is None:
             logger.info("job %s: not claimable (duplicate delivery or finished)", self.job_id)
             return
+        watchdog = Watchdog(self.settings)  # no progress, or running too long: the attempt ends
         heartbeat = Heartbeat(
             self.sessions,
             job_id=self.job_id,
             attempt=attempt,
             lease_seconds=self.settings.lease_seconds,
             period=self.settings.heartbeat_seconds,
+            watchdog=watchdog,
+            max_attempts=self.settings.max_attempts,
         )
         context = AttemptContext(
             self.job_id,
@@ -69,6 +74,7 @@ class JobRunner:
             settings=self.settings,
             sessions=self.sessions,
             should_stop=heartbeat.should_stop,
+            on_progress=watchdog.touch,
         )
         heartbeat.start()
         try:
@@ -104,7 +110,7 @@ def _run_guarded(context: AttemptContext, heartbeat: Heartbeat) -> None:
         finish(context, JobStatus.FAILED, code="shard_failed", detail=str(exc))
     except EngineError as exc:
         logger.info("job %s failed: %s", job_id, exc)
-        finish(context, JobStatus.FAILED, code=type(exc).__name__, detail=str(exc))
+        finish(context, JobStatus.FAILED, code=job_error_code(type(exc).__name__), detail=str(exc))
     except Exception as exc:
         logger.exception("job %s attempt %d crashed", job_id, attempt)
         detail = f"internal error ({type(exc).__name__})"

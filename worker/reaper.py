@@ -3,7 +3,11 @@
 - a running job whose lease expired (its worker died) goes back to the queue and is sent again, or
   is failed past the attempt cap;
 - a queued job never published (broker down at submit) or lost by the broker is sent again
-  (see _lost_messages: a job merely waiting in a long queue is not).
+  (see _lost_messages: a job merely waiting in a long queue is not);
+- a job with a pending cancel and no live attempt (queued, or its worker died) is cancelled:
+  re-sent, it would only be refused at the claim, forever;
+- a pending re-selection whose message was lost is sent again, and failed once it has been tried
+  `reselect_max_attempts` times.
 Duplicated sends are harmless: they die at the claim.
 """
 
@@ -20,14 +24,13 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
-from app.core.models import Job, JobEvent, JobStatus, Selection, utcnow
+from app.core.models import LIVE_STATUSES, Job, JobEvent, JobStatus, Selection, utcnow
 from app.core.queue import publish_job, publish_reselect, queue_depth
 
 logger = logging.getLogger(__name__)
 
 
 CLAIM_GRACE_SECONDS = 10.0  # a delivered message is claimed within seconds (a pool child starts)
-SELECTION_RESEND_SECONDS = 60.0  # a re-selection still pending this long after its send was lost
 
 # The reaper thread runs in the worker's main process, which forks a pool child for every job. A
 # fork taken mid-sweep would copy the database pool's locks held by this thread into the child,
@@ -78,7 +81,7 @@ def _lost_messages(session: Session, settings: Settings, now: datetime) -> Colum
         .select_from(Job)
         .where(
             or_(
-                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at >= now),
+                and_(Job.status.in_(LIVE_STATUSES), Job.lease_expires_at >= now),
                 Job.started_at >= quiet,  # workers between two jobs are not idle
                 Job.finished_at >= quiet,
             )
@@ -92,12 +95,15 @@ def _lost_messages(session: Session, settings: Settings, now: datetime) -> Colum
 
 
 def reap_once(session: Session, settings: Settings) -> dict[str, int]:
-    """One sweep. Returns counts of jobs re-sent and failed."""
+    """One sweep. Returns counts of jobs re-sent, failed and cancelled, and selections re-sent."""
     now = utcnow()
     jobs = _jobs_to_reap(session, settings, now)
-    counts = {"resent": 0, "failed": 0}
+    counts = {"resent": 0, "failed": 0, "cancelled": 0}
     for job in jobs:
-        if job.status == JobStatus.RUNNING and job.attempt >= settings.max_attempts:
+        if job.cancel_requested:
+            _cancel_orphan(session, job, now)
+            counts["cancelled"] += 1
+        elif job.status in LIVE_STATUSES and job.attempt >= settings.max_attempts:
             _fail_exhausted(session, job, now)
             counts["failed"] += 1
         else:
@@ -105,18 +111,19 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
             counts["resent"] += 1
     session.commit()
     counts["resent"] -= _send(
-        session, [job.id for job in jobs if job.status != JobStatus.FAILED], now
+        session, [job.id for job in jobs if job.status == JobStatus.QUEUED], now
     )
-    counts["selections"] = _resend_pending_selections(session, now)
+    counts["selections"] = _resend_pending_selections(session, settings, now)
     if any(counts.values()):
         logger.info("reaper: %s", counts)
     return counts
 
 
 def _jobs_to_reap(session: Session, settings: Settings, now: datetime) -> Sequence[Job]:
-    """Running jobs whose lease expired and queued jobs whose message is missing (locked)."""
+    """Running (or cancelling) jobs whose lease expired, queued jobs whose message is missing and
+    jobs with a pending cancel that no live attempt will act on (locked)."""
     lost_lease = and_(
-        Job.status == JobStatus.RUNNING,
+        Job.status.in_(LIVE_STATUSES),
         Job.lease_expires_at < now,
         or_(
             Job.published_at.is_(None),
@@ -127,9 +134,16 @@ def _jobs_to_reap(session: Session, settings: Settings, now: datetime) -> Sequen
         and_(Job.status == JobStatus.QUEUED, Job.published_at.is_(None)),
         _lost_messages(session, settings, now),
     )
+    orphan_cancel = and_(  # no attempt will act on the cancel: settle it now
+        Job.cancel_requested.is_(True),
+        or_(
+            Job.status == JobStatus.QUEUED,
+            and_(Job.status.in_(LIVE_STATUSES), Job.lease_expires_at < now),
+        ),
+    )
     return session.scalars(
         select(Job)
-        .where(or_(lost_lease, unpublished))
+        .where(or_(lost_lease, unpublished, orphan_cancel))
         .order_by(Job.created_at)
         .limit(100)
         .with_for_update(skip_locked=True)
@@ -147,9 +161,22 @@ def _fail_exhausted(session: Session, job: Job, now: datetime) -> None:
     session.add(JobEvent(job_id=job.id, kind="failed", attempt=job.attempt, message=job.error))
 
 
+def _cancel_orphan(session: Session, job: Job, now: datetime) -> None:
+    """A pending cancel with no attempt to act on it (the worker died, or the job is queued)."""
+    was = job.status
+    job.status, job.finished_at = JobStatus.CANCELLED, now
+    job.lease_expires_at, job.worker = None, None
+    job.message = (
+        "cancelled: its worker was lost before it could stop"
+        if was != JobStatus.QUEUED
+        else "cancelled: no worker was running it"
+    )
+    session.add(JobEvent(job_id=job.id, kind="cancelled", attempt=job.attempt, message=job.message))
+
+
 def _requeue(session: Session, job: Job, now: datetime) -> None:
     """Mark the job for sending now (a running one goes back to the queue first)."""
-    lost = job.status == JobStatus.RUNNING
+    lost = job.status in LIVE_STATUSES
     if lost:
         # Back to the queue: sent once now, then again only if still unclaimed after
         # republish_seconds, like any queued job. Left RUNNING, it would be re-sent at every
@@ -177,13 +204,15 @@ def _send(session: Session, job_ids: list[str], now: datetime) -> int:
     return len(unsent)
 
 
-def _resend_pending_selections(session: Session, now: datetime) -> int:
-    """Re-selections whose message was lost: pending a minute after their last send (they take
-    milliseconds). Each is re-sent at most once a minute, so a selector that is down for an hour
-    finds 60 copies of nothing, not one per sweep."""
-    stale = now - timedelta(seconds=SELECTION_RESEND_SECONDS)
-    ids = session.scalars(
-        select(Selection.id)
+def _resend_pending_selections(session: Session, settings: Settings, now: datetime) -> int:
+    """Re-selections whose message was lost: pending `reselect_resend_seconds` (a minute by
+    default) after their last send (they take milliseconds). Each is re-sent at most that often,
+    so a selector that is down for an hour finds 60 copies of nothing, not one per sweep. One
+    already tried `reselect_max_attempts` times (each run counts, worker.reselect) fails
+    instead: a selection that crashes the selector is not re-sent forever."""
+    stale = now - timedelta(seconds=settings.reselect_resend_seconds)
+    rows = session.execute(
+        select(Selection.id, Selection.attempts)
         .where(
             Selection.status == "pending",
             Selection.created_at < stale,
@@ -192,6 +221,19 @@ def _resend_pending_selections(session: Session, now: datetime) -> int:
         .limit(100)
         .with_for_update(skip_locked=True)
     ).all()
+    cap = settings.reselect_max_attempts
+    spent = [row.id for row in rows if row.attempts >= cap]
+    if spent:
+        error = (
+            f"gave up after {cap} attempts (TOV_RESELECT_MAX_ATTEMPTS): the selector failed "
+            "each time; see the worker's log"
+        )
+        session.execute(
+            update(Selection)
+            .where(Selection.id.in_(spent), Selection.status == "pending")
+            .values(status="failed", error=error)
+        )
+    ids = [row.id for row in rows if row.attempts < cap]
     sent = [selection_id for selection_id in ids if publish_reselect(selection_id)]
     if sent:
         session.execute(update(Selection).where(Selection.id.in_(sent)).values(published_at=now))

@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.core.config import get_settings
 from app.core.db import get_sessionmaker
 from app.core.models import Selection
 from app.results.scores import read_base_indices, read_scores
@@ -18,34 +19,57 @@ logger = logging.getLogger(__name__)
 
 
 def compute_selection(selection_id: str) -> None:
-    """Idempotent: a selection that is no longer pending is left alone."""
+    """Idempotent: a selection that is no longer pending is left alone.
+
+    Each run counts as an attempt. A run that fails with an unexpected error leaves the selection
+    pending, and the reaper re-sends it, until `reselect_max_attempts` runs: then it fails with
+    the error named, instead of being re-sent every minute forever."""
+    settings = get_settings()
     with get_sessionmaker()() as session:
         row = session.get(Selection, selection_id)
         if row is None or row.status != "pending":
             return
-        # A multi-target job keeps scores per target: the selection reads its own target's.
-        scores, lengths = read_scores(session=session, job_id=row.job_id, target=row.target)
+        row.attempts = (row.attempts or 0) + 1
+        session.commit()
+        attempt = row.attempts
         try:
-            chosen = _select(session, row, scores, lengths)
-        except (EngineError, ValueError) as exc:
-            _set_if_pending(session, row, status="failed", error=str(exc)[:2000])
-            return
-        _set_if_pending(
-            session,
-            row,
-            status="ready",
-            size=len(chosen.indices),
-            indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
-            scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
-            from_random=np.array([s == "random" for s in chosen.sources], dtype=np.uint8).tobytes(),
-        )
-        logger.info(
-            "selection %s of job %s (target %d): %d rows",
-            row.id,
-            row.job_id,
-            row.target,
-            len(chosen.indices),
-        )
+            _compute(session, row)
+        except Exception as exc:
+            session.rollback()
+            logger.exception("selection %s: attempt %d failed", selection_id, attempt)
+            if attempt >= settings.reselect_max_attempts:
+                error = (
+                    f"internal error ({type(exc).__name__}) on each of {attempt} attempts "
+                    "(TOV_RESELECT_MAX_ATTEMPTS); see the worker's log"
+                )
+                _set_if_pending(session, selection_id, status="failed", error=error)
+
+
+def _compute(session: Session, row: Selection) -> None:
+    """Fill in the selection from its target's scores (`failed` for a bad request)."""
+    # A multi-target job keeps scores per target: the selection reads its own target's.
+    scores, lengths = read_scores(session=session, job_id=row.job_id, target=row.target)
+    try:
+        chosen = _select(session, row, scores, lengths)
+    except (EngineError, ValueError) as exc:
+        _set_if_pending(session, row.id, status="failed", error=str(exc)[:2000])
+        return
+    _set_if_pending(
+        session,
+        row.id,
+        status="ready",
+        size=len(chosen.indices),
+        indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
+        scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
+        from_random=np.array([s == "random" for s in chosen.sources], dtype=np.uint8).tobytes(),
+    )
+    logger.info(
+        "selection %s of job %s (target %d): %d rows",
+        row.id,
+        row.job_id,
+        row.target,
+        len(chosen.indices),
+    )
 
 
 def _select(
@@ -68,10 +92,10 @@ def _select(
     )
 
 
-def _set_if_pending(session: Session, row: Selection, **values: object) -> None:
+def _set_if_pending(session: Session, selection_id: str, **values: object) -> None:
     session.execute(
         update(Selection)
-        .where(Selection.id == row.id, Selection.status == "pending")
+        .where(Selection.id == selection_id, Selection.status == "pending")
         .values(**values)
     )
     session.commit()

@@ -18,13 +18,27 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite:///{STATE_DIR}/tov.db"
     broker_url: str = f"sqla+sqlite:///{STATE_DIR}/broker.db"
     artifact_root: Path = STATE_DIR / "artifacts"
-    # Server-side dataset paths must resolve (after realpath) under one of these.
-    data_roots: list[Path] = Field(default_factory=lambda: [Path("demo/data").resolve()])
+    # Server-side dataset paths must resolve (after realpath) under a root of their tenant's
+    # (app/datasets/sources/tenancy.py). Per tenant: `{tenant}` in an entry is replaced by the
+    # tenant's name; an entry without it gets the name appended (/srv/data -> /srv/data/acme).
+    data_roots: list[Path] = []
+    # Folders every tenant may read: public reference data only (the embedded demo's by default).
+    shared_data_roots: list[Path] = Field(default_factory=lambda: [Path("demo/data").resolve()])
     # Model names resolve to folders under these roots; no hub access.
     model_roots: list[Path] = Field(default_factory=lambda: [Path(".cache/models").resolve()])
     default_model: str = "smollm2-135m-instruct"
 
     max_upload_bytes: int = 256 * 1024 * 1024
+    # Per-tenant limits (app/core/limits.py, app/datasets/quota.py); 0 turns one off.
+    # Requests a second per tenant and API process, and how many may come at once.
+    rate_limit_per_second: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=0)
+    max_active_jobs_per_tenant: int = Field(default=20, ge=0)  # queued + running jobs
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1)  # every JSON request body
+    # Dataset uploads and registrations a minute per tenant and API process.
+    uploads_per_minute: float = Field(default=600.0, ge=0)
+    # Bytes of a tenant's datasets kept in the artifact store (uploads and remote copies).
+    max_stored_bytes_per_tenant: int = Field(default=0, ge=0)
     # https:// dataset references may name only these hosts ("*.example.com", "*" for any);
     # empty: remote references are refused. Addresses must still be public
     # (app/datasets/sources/network.py).
@@ -39,6 +53,15 @@ class Settings(BaseSettings):
     task_queue: str = "tov"
     reaper_seconds: float = 10.0  # how often each worker looks for lost or unpublished jobs
     republish_seconds: float = 600.0  # a queued job not started by then is sent again
+    # No stuck job (worker.watchdog): an attempt whose progress has not changed for this long is
+    # ended and retried (up to max_attempts), then failed ("stalled"); 0: off.
+    progress_timeout_seconds: float = 1800.0
+    # An attempt running longer than this fails the job ("run_timeout"); 0: off.
+    max_run_seconds: float = 0.0
+    # A pending re-selection is re-sent this long after its last send; after this many runs that
+    # did not finish it, it fails.
+    reselect_resend_seconds: float = 60.0
+    reselect_max_attempts: int = 3
 
     # The function a worker calls to run a job. Fault tests swap in a fast stand-in; never in use.
     engine_entrypoint: str = "tov_engine:run_selection"
@@ -61,9 +84,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    # s3:// dataset references (fsspec/s3fs), copied into the artifact store. Only buckets on this
-    # list ("*": any); empty: s3:// is refused. Credentials unset: botocore's usual chain.
+    # s3:// dataset references (fsspec/s3fs), copied into the artifact store; all three lists
+    # empty: s3:// is refused. Credentials unset: botocore's usual chain. Per tenant: a bucket
+    # here ("*": any) lets each tenant read its own prefix s3://BUCKET/NAME/ only; a template in
+    # s3_prefixes ("s3://bucket/path/{tenant}/") likewise. Shared prefixes: every tenant reads.
     s3_buckets: list[str] = []
+    s3_prefixes: list[str] = []
+    s3_shared_prefixes: list[str] = []
     s3_endpoint_url: str | None = None  # e.g. https://minio.internal:9000; unset: AWS
     s3_region: str | None = None
     s3_access_key_id: str | None = None

@@ -1,9 +1,12 @@
-"""RFC 9457 problem details: one error base class and one set of handlers."""
+"""RFC 9457 problem details: one error base class, one set of handlers, and the one list of
+error codes (``ErrorCode``) that problem bodies and failed jobs carry."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import MutableMapping
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,10 +21,62 @@ logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
+class ErrorCode(StrEnum):
+    """Every ``code`` the service answers with: in a problem body (with its HTTP status) and in
+    a failed or cancelled job's ``error.code``. Stable snake_case strings that clients may
+    branch on; new ones are added here, and an existing one never changes its meaning."""
+
+    BAD_REQUEST = "bad_request"  # 400
+    UNAUTHORIZED = "unauthorized"  # 401: no, an unknown or a revoked API key
+    NOT_FOUND = "not_found"  # 404: no such resource (for this tenant), or no such path
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405 (Allow names the path's methods)
+    CONFLICT = "conflict"  # 409: not now (e.g. no results yet), or a reused Idempotency-Key
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+    INVALID_REQUEST = "invalid_request"  # 422: the body or query does not fit the schema
+    INVALID_INPUT = "invalid_input"  # 422: well-formed but refused (bad rows, unknown model)
+    INVALID_VALUE = "invalid_value"  # 422: a value the database cannot store (NUL, range)
+    TOO_MANY_REQUESTS = "too_many_requests"  # 429: the request rate limit (Retry-After)
+    QUOTA_EXCEEDED = "quota_exceeded"  # 429: a tenant quota (active jobs) is used up
+    HTTP_ERROR = "http_error"  # any other 4xx/5xx status from the HTTP layer
+    INTERNAL_ERROR = "internal_error"  # 500
+    UNAVAILABLE = "unavailable"  # 503
+    DATABASE_UNAVAILABLE = "database_unavailable"  # 503 (Retry-After)
+    NOT_READY = "not_ready"  # 503 from /readyz
+    # A failed or cancelled job's error.code (GET /v1/jobs/{id}), not an HTTP answer:
+    CANCELLED = "cancelled"
+    DATA_ERROR = "data_error"  # the pool or a validation set cannot be read or encoded
+    MODEL_ERROR = "model_error"  # the model cannot be found or loaded
+    CONFIG_ERROR = "config_error"  # the job's parameters cannot run
+    CHECKPOINT_ERROR = "checkpoint_error"  # a stored checkpoint is unusable
+    ENGINE_ERROR = "engine_error"  # any other failure the engine reports
+    SHARD_FAILED = "shard_failed"  # a scoring shard failed on every attempt
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # the attempt cap was reached
+    STALLED = "stalled"  # no progress in TOV_PROGRESS_TIMEOUT_SECONDS, attempts used up
+    RUN_TIMEOUT = "run_timeout"  # an attempt ran past TOV_MAX_RUN_SECONDS
+
+
+HTTP_STATUS_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+CODES = frozenset(c.value for c in ErrorCode)
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def job_error_code(raw: str | None) -> str | None:
+    """A job's stored error code as the API shows it. Older workers stored the engine's
+    exception class name (``DataError``); those map to their ``ErrorCode``, as does any other
+    CamelCase name (to ``engine_error`` when it is not one). Other strings pass unchanged."""
+    if raw is None or raw in CODES:
+        return raw
+    if raw[:1].isupper():
+        snake = _CAMEL.sub("_", raw).lower()
+        return snake if snake in CODES else ErrorCode.ENGINE_ERROR.value
+    return raw
+
+
 class ApiError(Exception):
     status = 400
     title = "Bad request"
-    code = "bad_request"
+    code: ErrorCode = ErrorCode.BAD_REQUEST
 
     def __init__(
         self,
@@ -37,25 +92,25 @@ class ApiError(Exception):
 
 
 class InvalidInput(ApiError):
-    status, title, code = 422, "Invalid input", "invalid_input"
+    status, title, code = 422, "Invalid input", ErrorCode.INVALID_INPUT
 
 
 class Unauthorized(ApiError):
-    status, title, code = 401, "Unauthorized", "unauthorized"
+    status, title, code = 401, "Unauthorized", ErrorCode.UNAUTHORIZED
 
 
 class NotFound(ApiError):
-    status, title, code = 404, "Not found", "not_found"
+    status, title, code = 404, "Not found", ErrorCode.NOT_FOUND
 
 
 class Conflict(ApiError):
-    status, title, code = 409, "Conflict", "conflict"
+    status, title, code = 409, "Conflict", ErrorCode.CONFLICT
 
 
 class PayloadTooLarge(ApiError):
     """413. The connection is closed after the answer: the server reads no more of the body."""
 
-    status, title, code = 413, "Payload too large", "payload_too_large"
+    status, title, code = 413, "Payload too large", ErrorCode.PAYLOAD_TOO_LARGE
 
     def __init__(self, detail: str, **kwargs: Any) -> None:
         super().__init__(detail, **kwargs)
@@ -63,15 +118,21 @@ class PayloadTooLarge(ApiError):
 
 
 class UnsupportedMediaType(ApiError):
-    status, title, code = 415, "Unsupported media type", "unsupported_media_type"
+    status, title, code = 415, "Unsupported media type", ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class TooManyRequests(ApiError):
-    status, title, code = 429, "Too many requests", "too_many_requests"
+    status, title, code = 429, "Too many requests", ErrorCode.TOO_MANY_REQUESTS
+
+
+class QuotaExceeded(TooManyRequests):
+    """429 for a used-up tenant quota (active jobs), told apart from the request rate limit."""
+
+    title, code = "Quota exceeded", ErrorCode.QUOTA_EXCEEDED
 
 
 class ServiceUnavailable(ApiError):
-    status, title, code = 503, "Service unavailable", "unavailable"
+    status, title, code = 503, "Service unavailable", ErrorCode.UNAVAILABLE
 
 
 def problem(
@@ -79,7 +140,7 @@ def problem(
     title: str,
     detail: str,
     *,
-    code: str,
+    code: ErrorCode | str,
     instance: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
@@ -89,7 +150,7 @@ def problem(
         "title": title,
         "status": status,
         "detail": detail,
-        "code": code,
+        "code": str(code),
     }
     if instance:
         body["instance"] = instance
@@ -125,7 +186,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "code": {"type": "string"},
+        "code": {
+            "type": "string",
+            "enum": [c.value for c in ErrorCode],
+            "description": "A stable error code (README: Error codes).",
+        },
         "instance": {"type": "string"},
         "errors": {
             "type": "array",
@@ -217,7 +282,7 @@ def install_error_handlers(app: FastAPI) -> None:
             422,
             "Invalid request",
             detail,
-            code="invalid_request",
+            code=ErrorCode.INVALID_REQUEST,
             instance=request.url.path,
             errors=errors,
         )
@@ -234,7 +299,7 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code,
             str(exc.detail),
             str(exc.detail),
-            code="http_error",
+            code=HTTP_STATUS_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR),
             instance=request.url.path,
             headers=headers or None,
         )
@@ -249,7 +314,7 @@ def install_error_handlers(app: FastAPI) -> None:
             "Invalid input",
             "A value in the request cannot be stored (e.g. it contains a NUL character or is "
             "out of range).",
-            code="invalid_value",
+            code=ErrorCode.INVALID_VALUE,
             instance=request.url.path,
         )
 
@@ -260,7 +325,7 @@ def install_error_handlers(app: FastAPI) -> None:
             409,
             "Conflict",
             "The request conflicts with the current state of a resource; retry or change it.",
-            code="conflict",
+            code=ErrorCode.CONFLICT,
             instance=request.url.path,
         )
 
@@ -272,7 +337,7 @@ def install_error_handlers(app: FastAPI) -> None:
             503,
             "Service unavailable",
             "The database is unavailable; retry shortly.",
-            code="database_unavailable",
+            code=ErrorCode.DATABASE_UNAVAILABLE,
             instance=request.url.path,
             headers={"Retry-After": "2"},
         )
@@ -284,6 +349,6 @@ def install_error_handlers(app: FastAPI) -> None:
             500,
             "Internal error",
             "internal error",
-            code="internal_error",
+            code=ErrorCode.INTERNAL_ERROR,
             instance=request.url.path,
         )

@@ -9,9 +9,13 @@
 - `rate_limit`: a token bucket per tenant (per API process), 429 with `Retry-After`.
 - `job_quota`: at most N queued + running jobs per tenant, 429 with `Retry-After`; a retry of an
   already accepted job (same Idempotency-Key) is never refused.
+- `check_upload_rate`: at most N dataset uploads and registrations a minute per tenant (a token
+  bucket per API process), 429 with `Retry-After`; called by app.datasets.service.
+The per-tenant storage quota lives with the datasets (app.datasets.quota).
 
-The numbers are read from Settings when it defines them (`rate_limit_per_second`,
-`rate_limit_burst`, `max_active_jobs_per_tenant`, `max_json_body_bytes`), else the defaults below.
+Every number is a setting (app.core.config, prefix TOV_): `rate_limit_per_second`,
+`rate_limit_burst`, `max_active_jobs_per_tenant`, `max_json_body_bytes`, `max_upload_bytes`,
+`uploads_per_minute`, `max_stored_bytes_per_tenant`; 0 turns a per-tenant limit off.
 """
 
 from __future__ import annotations
@@ -29,13 +33,9 @@ from starlette.types import Message, Receive, Scope, Send
 from app.core.asgi import HttpMiddleware
 from app.core.auth import SessionDep, TenantDep
 from app.core.config import Settings, get_settings
-from app.core.errors import TooManyRequests, problem
+from app.core.errors import QuotaExceeded, TooManyRequests, problem
 from app.core.models import Job, JobStatus
 
-DEFAULT_RATE_PER_SECOND = 1000.0  # per tenant and API process; L1 polls at 500/s
-DEFAULT_BURST = 2000
-DEFAULT_MAX_ACTIVE_JOBS = 20
-DEFAULT_MAX_JSON_BODY_BYTES = 1024 * 1024
 QUOTA_RETRY_AFTER_S = 30
 UPLOAD_PATHS = ("/v1/datasets",)
 
@@ -47,19 +47,21 @@ class Limits:
     max_active_jobs: int
     max_json_body_bytes: int
     max_upload_bytes: int
+    uploads_per_minute: float
+    max_stored_bytes: int
 
 
 def limits_from(settings: Settings) -> Limits:
+    """The limits in force: read from the settings on every request, so a test (or an operator
+    reloading settings) changes them without rebuilding the app."""
     return Limits(
-        rate_per_second=float(getattr(settings, "rate_limit_per_second", DEFAULT_RATE_PER_SECOND)),
-        burst=int(getattr(settings, "rate_limit_burst", DEFAULT_BURST)),
-        max_active_jobs=int(
-            getattr(settings, "max_active_jobs_per_tenant", DEFAULT_MAX_ACTIVE_JOBS)
-        ),
-        max_json_body_bytes=int(
-            getattr(settings, "max_json_body_bytes", DEFAULT_MAX_JSON_BODY_BYTES)
-        ),
+        rate_per_second=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+        max_active_jobs=settings.max_active_jobs_per_tenant,
+        max_json_body_bytes=settings.max_json_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        uploads_per_minute=settings.uploads_per_minute,
+        max_stored_bytes=settings.max_stored_bytes_per_tenant,
     )
 
 
@@ -206,12 +208,37 @@ async def rate_limit(tenant: TenantDep) -> None:
     """Dependency: at most `rate_limit_per_second` requests a second per tenant (429 beyond).
     Async: it only takes a lock for a few microseconds, so it runs on the event loop."""
     limits = limits_from(get_settings())
-    wait = buckets.take(tenant.id, rate=limits.rate_per_second, burst=limits.burst)
+    if limits.rate_per_second <= 0:
+        return  # no rate limit
+    wait = buckets.take(tenant.id, rate=limits.rate_per_second, burst=max(1, limits.burst))
     if wait > 0:
         retry = max(1, math.ceil(min(wait, 3600)))
         raise TooManyRequests(
-            f"Too many requests: at most {limits.rate_per_second:g} a second per tenant; retry "
+            f"Too many requests: at most {limits.rate_per_second:g} a second per tenant, "
+            f"{limits.burst} at once (TOV_RATE_LIMIT_PER_SECOND, TOV_RATE_LIMIT_BURST); retry "
             f"in {retry} s.",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+upload_buckets = TokenBuckets()
+
+
+def check_upload_rate(tenant_id: str, settings: Settings) -> None:
+    """At most `uploads_per_minute` dataset uploads or registrations per tenant: a bucket that
+    holds a minute's worth and refills evenly (429 beyond). Each one is validated (and may be
+    copied), so it costs far more than a request: it gets its own, lower limit."""
+    per_minute = limits_from(settings).uploads_per_minute
+    if per_minute <= 0:
+        return
+    wait = upload_buckets.take(
+        tenant_id, rate=per_minute / 60.0, burst=max(1, math.floor(per_minute))
+    )
+    if wait > 0:
+        retry = max(1, math.ceil(min(wait, 3600)))
+        raise TooManyRequests(
+            f"Too many uploads: at most {per_minute:g} a minute per tenant "
+            f"(TOV_UPLOADS_PER_MINUTE); retry in {retry} s.",
             headers={"Retry-After": str(retry)},
         )
 
@@ -219,12 +246,14 @@ async def rate_limit(tenant: TenantDep) -> None:
 # ---------------------------------------------------------------------------------------------
 # Job quota
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
 
 
 def job_quota(request: Request, session: SessionDep, tenant: TenantDep) -> None:
     """Dependency of POST /v1/jobs: at most `max_active_jobs_per_tenant` queued + running jobs."""
     limit = limits_from(get_settings()).max_active_jobs
+    if limit <= 0:
+        return  # no quota
     active = session.scalar(
         select(func.count())
         .select_from(Job)
@@ -237,8 +266,9 @@ def job_quota(request: Request, session: SessionDep, tenant: TenantDep) -> None:
         select(Job.id).where(Job.tenant_id == tenant.id, Job.idempotency_key == key)
     ):
         return  # a retry of an accepted job gets its job back, as without the quota
-    raise TooManyRequests(
-        f"Quota reached: {active} jobs are queued or running; at most {limit} per tenant. Retry "
+    raise QuotaExceeded(
+        f"Quota reached: {active} jobs are queued or running; at most {limit} per tenant "
+        "(TOV_MAX_ACTIVE_JOBS_PER_TENANT). Retry "
         "when some have finished, or cancel some.",
         headers={"Retry-After": str(QUOTA_RETRY_AFTER_S)},
     )

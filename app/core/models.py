@@ -49,6 +49,7 @@ class Base(DeclarativeBase):
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    CANCELLING = "cancelling"  # running, asked to cancel: its worker stops it at the next heartbeat
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -62,6 +63,8 @@ class JobStage(StrEnum):
 
 
 TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+# An attempt owns the job in these (a cancelling job is its attempt's until the attempt stops).
+LIVE_STATUSES = (JobStatus.RUNNING, JobStatus.CANCELLING)
 
 
 class Tenant(Base):
@@ -190,6 +193,8 @@ class Selection(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When a pending selection was last sent to the select queue (the reaper re-sends lost ones).
     published_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Runs of a pending selection so far: past reselect_max_attempts it fails (worker.reselect).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class JobShard(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from app.core.errors import InvalidInput, PayloadTooLarge
@@ -29,8 +29,15 @@ def new_temp(root: Path, suffix: str = ".part") -> tuple[int, Path]:
     return fd, Path(name)
 
 
-async def receive_to_temp(chunks: AsyncIterator[bytes], *, root: Path, limit: int) -> Path:
-    """Stream a request body to a temporary file, stopping as soon as `limit` bytes are passed.
+async def receive_to_temp(
+    chunks: AsyncIterator[bytes],
+    *,
+    root: Path,
+    limit: int,
+    refusal: Callable[[], Exception] | None = None,
+) -> Path:
+    """Stream a request body to a temporary file, stopping as soon as `limit` bytes are passed
+    (raising `refusal()` when given, e.g. the storage quota's answer, else a plain 413).
 
     Memory stays flat: each chunk is written and dropped; nothing is buffered beyond one chunk.
     """
@@ -41,6 +48,8 @@ async def receive_to_temp(chunks: AsyncIterator[bytes], *, root: Path, limit: in
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
+                    if refusal is not None:
+                        raise refusal()
                     raise PayloadTooLarge(f"The upload exceeds the limit of {limit} bytes.")
                 out.write(chunk)
     except BaseException:
@@ -59,8 +68,9 @@ def _refuse(uri: str, reason: str) -> InvalidInput:
     return InvalidInput(f"'{shown}' {reason}")
 
 
-def resolve_under_roots(uri: str, roots: list[Path]) -> Path:
-    """A server-side `file://` URI or path, accepted only if its real path lies under a root.
+def resolve_under_roots(uri: str, roots: list[Path], *, hint: str = "") -> Path:
+    """A server-side `file://` URI or path, accepted only if its real path lies under a root
+    (`hint` ends the refusal: e.g. which roots the tenant has).
 
     The path is taken literally (no percent-decoding): `%2e%2e` is a folder name, not `..`.
     """
@@ -86,4 +96,4 @@ def resolve_under_roots(uri: str, roots: list[Path]) -> Path:
                 return real
     except OSError as exc:  # e.g. a name too long, a symlink loop
         raise _refuse(uri, f"cannot be resolved ({exc.strerror or type(exc).__name__}).") from None
-    raise _refuse(uri, "is not under a configured data root.")
+    raise _refuse(uri, "is not under a configured data root." + hint)

@@ -5,7 +5,7 @@ Services only flush; the request that calls them commits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,8 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from app.core.limits import check_upload_rate
 from app.core.models import Dataset, Job, Tenant, new_id
 from app.core.storage import dataset_path, move_into_place, receive_to_temp
+from app.datasets.quota import check_storage, over_quota, storage_room
 from app.datasets.sources.network import Fetched
 from app.datasets.sources.registry import fetch_reference, is_remote
 from app.datasets.validation import DatasetSummary, validate_file
@@ -74,13 +76,14 @@ async def upload_dataset(
     content_length: str,
     chunks: AsyncIterator[bytes],
 ) -> Dataset:
-    """Stream an upload to the artifact store (size-limited while streaming), then validate it."""
+    """Stream an upload to the artifact store (size-limited while streaming), then validate it.
+    Counts against the tenant's upload rate and storage quota before a byte is read."""
+    check_upload_rate(tenant.id, settings)
     if content_length.isdigit() and int(content_length) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"The upload exceeds the limit of {settings.max_upload_bytes} bytes.")
     declared = format_for_content_type(content_type)  # 415 for anything but a dataset type
-    temp = await receive_to_temp(
-        chunks, root=settings.artifact_root, limit=settings.max_upload_bytes
-    )
+    limit, refusal = _upload_limit(session, settings, tenant, content_length)
+    temp = await receive_to_temp(chunks, root=settings.artifact_root, limit=limit, refusal=refusal)
     dataset_id, final, summary = await run_in_threadpool(
         _store, temp, settings=settings, tenant=tenant, name=name, declared=declared
     )
@@ -95,13 +98,34 @@ async def upload_dataset(
     )
 
 
+def _upload_limit(
+    session: Session, settings: Settings, tenant: Tenant, content_length: str
+) -> tuple[int, Callable[[], Exception] | None]:
+    """The bytes an upload may have (the upload limit, or less: the storage quota's room left)
+    and what to answer past them; a declared length that does not fit is refused at once."""
+    room = storage_room(session, settings, tenant)
+    if room is None or room.left >= settings.max_upload_bytes:
+        return settings.max_upload_bytes, None
+    if content_length.isdigit() and int(content_length) > room.left:
+        raise over_quota(tenant, room, int(content_length))
+    return room.left, lambda: over_quota(tenant, room, None)
+
+
 def register_dataset(
     *, session: Session, settings: Settings, tenant: Tenant, uri: str, name: str | None
 ) -> Dataset:
-    """Register a server-side file under a configured data root (validated now, read later),
-    or copy an https://, s3:// or hf:// reference into the store (under the SSRF rules of
-    app.datasets.sources) and validate it like an upload."""
-    fetched = fetch_reference(uri, settings=settings)
+    """Register a server-side file under a data root of the tenant's (validated now, read
+    later), or copy an https://, s3:// or hf:// reference into the store (under the SSRF and
+    tenancy rules of app.datasets.sources) and validate it like an upload. Counts against the
+    tenant's upload rate; a copy against its storage quota."""
+    check_upload_rate(tenant.id, settings)
+    fetched = fetch_reference(uri, settings=settings, tenant=tenant.name)
+    if not fetched.in_place:
+        try:
+            check_storage(session, settings, tenant, fetched.path.stat().st_size)
+        except BaseException:
+            fetched.path.unlink(missing_ok=True)
+            raise
     shown = name or fetched.name
     if fetched.in_place:
         summary = _validate_in_place(fetched, shown, settings)

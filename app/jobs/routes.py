@@ -76,6 +76,7 @@ async def get_job(job_id: str, tenant: TenantDep) -> JobRead:
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    """A queued job answers `cancelled`; a running one `cancelling` until its worker stops it."""
     job = service.request_cancel(session=session, tenant=tenant, job_id=job_id)
     session.commit()
     return service.to_read(job)
@@ -89,5 +90,26 @@ def delete_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Response:
 
 
 @router.get("/{job_id}/events")
-def job_events(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dict[str, object]]:
-    return service.list_events(session=session, tenant=tenant, job_id=job_id)
+def job_events(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[
+        int,
+        Query(ge=0, description="only events with a larger `id`: the last `id` of the page before"),
+    ] = 0,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=service.MAX_EVENTS_PAGE,
+            description=f"at most this many events (default {service.EVENTS_PAGE}, "
+            f"at most {service.MAX_EVENTS_PAGE}); a shorter page is the last",
+        ),
+    ] = service.EVENTS_PAGE,
+) -> list[dict[str, object]]:
+    """The job's events, oldest first: created, claimed, stage changes (resolve, train, score,
+    select), re-sent, cancel requested, succeeded/failed/cancelled. Page with `after`/`limit`."""
+    return service.list_events(
+        session=session, tenant=tenant, job_id=job_id, after=after, limit=limit
+    )

@@ -8,13 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.catalog.service import require_known_model
 from app.core.config import Settings
 from app.core.db import get_sessionmaker
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound, job_error_code
 from app.core.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
 from app.core.queue import publish_job
 from app.datasets.service import resolve_reference
@@ -69,6 +70,7 @@ def create_job(
         found = _existing(session, tenant, idempotency_key, digest)
         if found is not None:
             return found, False
+    require_known_model(body.model or settings.default_model, settings)  # 422, not a late fail
     job = _new_job(session=session, settings=settings, tenant=tenant, body=body)
     job.idempotency_key, job.request_hash = idempotency_key, digest
     session.add(job)
@@ -142,34 +144,52 @@ def read_job(*, tenant: Tenant, job_id: str) -> JobRead:
         return to_read(get_job(session=session, tenant=tenant, job_id=job_id))
 
 
-def list_events(*, session: Session, tenant: Tenant, job_id: str) -> list[dict[str, object]]:
-    """The job's events, oldest first."""
+EVENTS_PAGE, MAX_EVENTS_PAGE = 100, 1000  # GET /v1/jobs/{id}/events: default and largest `limit`
+
+
+def list_events(
+    *, session: Session, tenant: Tenant, job_id: str, after: int = 0, limit: int = EVENTS_PAGE
+) -> list[dict[str, object]]:
+    """The job's events with an id above `after`, oldest first, at most `limit` of them: the next
+    page starts after the last event's `id`; a page shorter than `limit` is the last."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     events = session.scalars(
-        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)
+        select(JobEvent)
+        .where(JobEvent.job_id == job.id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
     ).all()
     return [
-        {"at": e.at.isoformat(), "kind": e.kind, "attempt": e.attempt, "message": e.message}
+        {
+            "id": e.id,
+            "at": e.at.isoformat(),
+            "kind": e.kind,
+            "attempt": e.attempt,
+            "message": e.message,
+        }
         for e in events
     ]
 
 
 def request_cancel(*, session: Session, tenant: Tenant, job_id: str) -> Job:
-    """A queued job is cancelled at once; a running one stops at its next heartbeat."""
+    """A queued job is cancelled at once (no worker holds it); a running one is `cancelling`
+    until its attempt stops at its next heartbeat, then `cancelled` (the reaper settles it if
+    the worker died). One UPDATE, so a reaper re-queueing the job meanwhile cannot lose it."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
-    if job.status in TERMINAL_STATUSES:
+    if job.status in TERMINAL_STATUSES or job.status == JobStatus.CANCELLING:
         return job
-    session.execute(
+    queued = Job.status == JobStatus.QUEUED
+    changed = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), cancel_requested=True)
-    )
-    session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status == JobStatus.RUNNING)
-        .values(cancel_requested=True)
-    )
-    session.add(JobEvent(job_id=job.id, kind="cancel_requested", message="cancel requested"))
+        .where(Job.id == job.id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        .values(
+            cancel_requested=True,
+            status=case((queued, JobStatus.CANCELLED.value), else_=JobStatus.CANCELLING.value),
+            finished_at=case((queued, utcnow()), else_=Job.finished_at),
+        )
+    ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
+    if changed:
+        session.add(JobEvent(job_id=job.id, kind="cancel_requested", message="cancel requested"))
     session.flush()
     session.refresh(job)
     return job
@@ -192,7 +212,7 @@ def to_read(job: Job) -> JobRead:
     for k in range(1, len(targets)):  # target 0 is the plain links above
         links[f"selection_{k}"] = f"{base}/selection?target={k}"
         links[f"scores_{k}"] = f"{base}/scores?target={k}"
-    error = JobError(code=job.error_code, detail=job.error) if job.error else None
+    error = JobError(code=job_error_code(job.error_code), detail=job.error) if job.error else None
     return JobRead(
         id=job.id,
         status=job.status,

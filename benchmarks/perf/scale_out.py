@@ -109,7 +109,7 @@ def _measure(tmp: Path, database_url: str, args: argparse.Namespace) -> dict[str
         "TOV_BROKER_URL": REDIS_URL,
         "TOV_TASK_QUEUE": f"tov_bench_{secrets.token_hex(4)}",
         "TOV_ARTIFACT_ROOT": str(tmp / "artifacts"),
-        "TOV_DATA_ROOTS": json.dumps([str(data)]),
+        "TOV_SHARED_DATA_ROOTS": json.dumps([str(data)]),
         "TOV_MODEL_ROOTS": json.dumps([str(models)]),
         "TOV_SCORE_SHARD_ROWS": str(args.shard_rows),
         "TOV_MAX_SHARD_HELPERS": "1",

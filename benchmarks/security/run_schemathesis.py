@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             "TOV_BROKER_URL": REDIS_URL,
             "TOV_TASK_QUEUE": queue,
             "TOV_ARTIFACT_ROOT": str(work / "artifacts"),
-            "TOV_DATA_ROOTS": json.dumps([str(work / "data")]),
+            "TOV_SHARED_DATA_ROOTS": json.dumps([str(work / "data")]),
             "TOV_MAX_UPLOAD_BYTES": str(1 << 20),
         }
         os.environ.update(env)

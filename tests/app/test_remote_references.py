@@ -67,7 +67,7 @@ def s3_env(s3_server: tuple[str, Any], service_env: dict[str, str], monkeypatch:
     endpoint, s3 = s3_server
     settings = get_settings()
     for name, value in {
-        "s3_buckets": [BUCKET],
+        "s3_shared_prefixes": [f"s3://{BUCKET}/"],  # per-tenant: tests/app/test_s3_tenancy.py
         "s3_endpoint_url": endpoint,
         "s3_region": "us-east-1",
         "s3_access_key_id": "testing",
@@ -134,7 +134,8 @@ def test_s3_refusals_are_precise(
 
     other = problem(register(client, api_key, f"s3://{OTHER_BUCKET}/pool.jsonl"), 422)
     assert other["detail"] == (
-        f"The bucket '{OTHER_BUCKET}' is not on the allow-list of S3 buckets (TOV_S3_BUCKETS)."
+        f"The bucket '{OTHER_BUCKET}' is not on the allow-list of S3 buckets (TOV_S3_BUCKETS, "
+        "TOV_S3_PREFIXES, TOV_S3_SHARED_PREFIXES)."
     )
     missing = problem(register(client, api_key, f"s3://{BUCKET}/sets/nope.jsonl"), 422)
     assert missing["detail"] == (

@@ -263,7 +263,7 @@ def test_parse_retry_after() -> None:
 
 
 def test_wait_reports_progress_and_checks_the_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tov_client.client.time.sleep", lambda s: None)
+    monkeypatch.setattr("tov_client.jobs.time.sleep", lambda s: None)
     states = [
         job_json("queued"),
         job_json("running", 0.3),

@@ -35,7 +35,7 @@ def embedded_env(state: Path, models: Path, data: Path) -> dict[str, str]:
             "TOV_DATABASE_URL": f"sqlite:///{state}/tov.db",
             "TOV_BROKER_URL": f"sqla+sqlite:///{state}/broker.db",
             "TOV_ARTIFACT_ROOT": str(state / "artifacts"),
-            "TOV_DATA_ROOTS": json.dumps([str(data)]),
+            "TOV_SHARED_DATA_ROOTS": json.dumps([str(data)]),
             "TOV_MODEL_ROOTS": json.dumps([str(models)]),
             "TOV_DEFAULT_MODEL": "tiny-llama",
             "TOV_HEARTBEAT_SECONDS": "1",

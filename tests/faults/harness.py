@@ -108,7 +108,7 @@ class Stack:
             "TOV_BROKER_URL": servers.redis.url,
             "TOV_TASK_QUEUE": f"tov_faults_{name}_{secrets.token_hex(3)}",
             "TOV_ARTIFACT_ROOT": str(root / "artifacts"),
-            "TOV_DATA_ROOTS": json.dumps([str(root / "data")]),
+            "TOV_SHARED_DATA_ROOTS": json.dumps([str(root / "data")]),
             "TOV_MODEL_ROOTS": json.dumps([str(root / "models")]),
             "TOV_DEFAULT_MODEL": "standin",
             "TOV_ENGINE_ENTRYPOINT": STANDIN,

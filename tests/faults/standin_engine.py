@@ -15,6 +15,8 @@ Test knobs (environment of the worker, read here and nowhere in tov_engine):
   TOV_STANDIN_SECONDS  "train,score,select" seconds per stage, default "1.2,1.2,0.6"
   TOV_STANDIN_TRACE    a file to which each step appends one JSON line (pid, job, stage, step),
                        so a test knows which process to kill and when.
+  TOV_STANDIN_HANG     a stage ("train", "score" or "select"): the run hangs at its start, never
+                       reporting progress nor polling `should_cancel` again (a hung engine).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +47,13 @@ def stage_seconds() -> dict[str, float]:
     raw = os.environ.get("TOV_STANDIN_SECONDS", "")
     values = [float(v) for v in raw.split(",")] if raw else list(DEFAULT_SECONDS)
     return dict(zip(STAGES, values, strict=True))
+
+
+def hang_if_asked(stage: str, trace: Trace) -> None:
+    """A hung engine (TOV_STANDIN_HANG=<stage>): blocks forever, silent, deaf to cancels."""
+    if os.environ.get("TOV_STANDIN_HANG") == stage:
+        trace("hang", stage)
+        threading.Event().wait()
 
 
 def row_text(row: dict[str, Any]) -> str:
@@ -188,6 +198,7 @@ def run_selection(
 
     resumed = {"train": 0, "score": 0}
     trace("start", "train")
+    hang_if_asked("train", trace)
     adapter = validation
     for k in range(TRAIN_STEPS):
         found = store.get_train(k)
@@ -202,6 +213,7 @@ def run_selection(
         step("train", k + 1, f"train step {k + 1}/{TRAIN_STEPS}")
 
     trace("start", "score")
+    hang_if_asked("score", trace)
     scores = np.full(n, np.nan, dtype=np.float32)
     for j, shard in enumerate(np.array_split(rest, SCORE_SHARDS)):
         saved = store.get_shard(j)
@@ -217,6 +229,7 @@ def run_selection(
         step("score", j + 1, f"scored shard {j + 1}/{SCORE_SHARDS}")
 
     trace("start", "select")
+    hang_if_asked("select", trace)
     for s in range(SELECT_STEPS):
         trace("step", "select", s)
         time.sleep(seconds["select"] / SELECT_STEPS)

@@ -1,4 +1,4 @@
-"""Per-tenant quotas (app/limits.py): a request rate limit and a cap on queued + running jobs,
+"""Per-tenant quotas (app/core/limits.py): a request rate limit and a cap on queued + running jobs,
 both answered 429 problem+json with Retry-After; body limits on JSON requests."""
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def _dataset(client: Any, key: str) -> str:
 
 
 def test_request_rate_is_limited_per_tenant(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limits, "DEFAULT_RATE_PER_SECOND", 2.0)
-    monkeypatch.setattr(limits, "DEFAULT_BURST", 3)
+    from app.core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "rate_limit_per_second", 2.0)
+    monkeypatch.setattr(get_settings(), "rate_limit_burst", 3)
     key, other = make_key("rate-a"), make_key("rate-b")
     statuses = [client.get("/v1/jobs", headers=auth(key)).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
@@ -70,7 +72,9 @@ def test_token_bucket_refills_at_the_rate() -> None:
 
 
 def test_active_jobs_are_capped_per_tenant(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limits, "DEFAULT_MAX_ACTIVE_JOBS", 2)
+    from app.core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_active_jobs_per_tenant", 2)
     key, other = make_key("quota-a"), make_key("quota-b")
     dataset = _dataset(client, key)
     body = {"pool": dataset, "validation": dataset, "selection": {"budget": 2}}

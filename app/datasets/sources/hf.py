@@ -109,8 +109,9 @@ def locate_in_cache(ref: HfRef, cache: Path) -> Path:
     return real
 
 
-def fetch_hf(uri: str, *, settings: Settings) -> Fetched:
-    """Copy the cached file into the artifact store's `incoming` folder (size-limited)."""
+def fetch_hf(uri: str, *, settings: Settings, tenant: str = "") -> Fetched:
+    """Copy the cached file into the artifact store's `incoming` folder (size-limited). The cache
+    holds public datasets the operator put there for every tenant, so `tenant` plays no part."""
     check_plain(uri)
     if settings.hf_cache is None:
         raise not_configured("hf")

@@ -124,8 +124,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
             raise
 
 
-def fetch_https(uri: str, *, settings: Settings) -> Fetched:
-    """Download a remote dataset into the artifact store under all the rules above."""
+def fetch_https(uri: str, *, settings: Settings, tenant: str = "") -> Fetched:
+    """Download a remote dataset into the artifact store under all the rules above. The hosts
+    are public and the same for every tenant, so `tenant` plays no part."""
     target = parse_remote(uri, settings.remote_hosts)
     address = resolve_once(target.host, target.port)
     connection = _PinnedHTTPSConnection(target, address, _ssl_context())

@@ -20,7 +20,7 @@ from app.datasets.sources.s3 import fetch_s3
 class Source(Protocol):
     """Makes the file a reference names available for validation."""
 
-    def __call__(self, uri: str, *, settings: Settings) -> Fetched: ...
+    def __call__(self, uri: str, *, settings: Settings, tenant: str) -> Fetched: ...
 
 
 SOURCES: dict[str, Source] = {
@@ -37,7 +37,8 @@ def is_remote(uri: str) -> bool:
     return scheme not in ("", "file") and "://" in uri[:20]
 
 
-def fetch_reference(uri: str, *, settings: Settings) -> Fetched:
-    """The file `uri` names, through the source for its scheme."""
+def fetch_reference(uri: str, *, settings: Settings, tenant: str) -> Fetched:
+    """The file `uri` names, through the source for its scheme, as tenant `tenant` (its name)
+    may read it: file:// and s3:// locations are per tenant (app.datasets.sources.tenancy)."""
     scheme = uri.split(":", 1)[0].lower() if is_remote(uri) else "file"
-    return SOURCES.get(scheme, fetch_https)(uri, settings=settings)
+    return SOURCES.get(scheme, fetch_https)(uri, settings=settings, tenant=tenant)

@@ -1,9 +1,11 @@
 """`s3://BUCKET/KEY` dataset references through fsspec/s3fs, under the SSRF rules of `network`.
 
-- The URI is plain (rule 1). `s3://` is refused as not configured unless `Settings.s3_buckets`
-  names buckets. The bucket must be on `Settings.s3_buckets` (exact names,
-  or `*`); the key is taken literally: no empty, `.` or `..` segments (an HTTP client would fold
-  `allowed/../other` into another bucket), no `?` or `#`, at most MAX_KEY_CHARS characters.
+- The URI is plain (rule 1). `s3://` is refused as not configured unless `s3_buckets`,
+  `s3_prefixes` or `s3_shared_prefixes` is set. The object must lie under a prefix the tenant may
+  read (app.datasets.sources.tenancy: `s3://BUCKET/NAME/` for a listed bucket, a `{tenant}`
+  template, or a shared prefix); the key is taken literally and once percent-decoded: no empty,
+  `.` or `..` segments (an HTTP client would fold `allowed/../other` into another bucket or
+  prefix), no `?` or `#`, at most MAX_KEY_CHARS characters (parsed in `s3_refs`).
 - Users name buckets and keys, never hosts. The endpoint is the operator's (`s3_endpoint_url`, or
   AWS), addressed path-style so a bucket never becomes part of a host name. The endpoint's host
   must be a DNS name or a canonical IP literal whose every address is public (rule 4),
@@ -21,7 +23,6 @@ import asyncio
 import functools
 import logging
 import os
-import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -43,51 +44,13 @@ from app.datasets.sources.network import (
     resolve_once,
     shown,
 )
+from app.datasets.sources.s3_refs import S3Ref, parse_s3
+from app.datasets.sources.tenancy import s3_prefixes_for
 
 logger = logging.getLogger(__name__)
 
-MAX_KEY_CHARS = 1024
 CHUNK_BYTES = 1 << 20
 READ_TIMEOUT_S = 30.0
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-@dataclass(frozen=True)
-class S3Ref:
-    uri: str
-    bucket: str
-    key: str
-
-    @property
-    def path(self) -> str:
-        return f"{self.bucket}/{self.key}"
-
-
-def parse_s3(uri: str, allowed_buckets: list[str]) -> S3Ref:
-    """`s3://bucket/key` with the bucket on the allow-list; RemoteRefused says what is wrong."""
-    rest = uri.split("://", 1)[1] if "://" in uri else ""
-    if not uri.lower().startswith("s3://"):
-        raise RemoteRefused(f"'{shown(uri)}' is not an s3://BUCKET/KEY reference.")
-    bucket, _, key = rest.partition("/")
-    if not bucket or not key:
-        raise RemoteRefused(f"'{shown(uri)}' must look like s3://BUCKET/KEY (name an object).")
-    if "@" in bucket or ":" in bucket:
-        raise RemoteRefused("Credentials, hosts and ports are not allowed in an s3:// reference.")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise RemoteRefused(f"'{bucket[:100]}' is not a valid S3 bucket name.")
-    if not any(entry.strip() in ("*", bucket) for entry in allowed_buckets):
-        raise RemoteRefused(
-            f"The bucket '{bucket}' is not on the allow-list of S3 buckets (TOV_S3_BUCKETS)."
-        )
-    if len(key) > MAX_KEY_CHARS:
-        raise RemoteRefused(f"The S3 key is longer than {MAX_KEY_CHARS} characters.")
-    if "?" in key or "#" in key:
-        raise RemoteRefused("The S3 key contains '?' or '#' (versions and fragments are refused).")
-    if key.endswith("/"):
-        raise RemoteRefused(f"'{shown(uri)}' names a folder; name one object (a file).")
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        raise RemoteRefused(f"'{shown(uri)}': the key has an empty, '.' or '..' segment.")
-    return S3Ref(uri=uri, bucket=bucket, key=key)
 
 
 @dataclass(frozen=True)
@@ -219,15 +182,17 @@ def _new_filesystem(settings: Settings, endpoint: Endpoint) -> Any:
     )
 
 
-def fetch_s3(uri: str, *, settings: Settings) -> Fetched:
-    """Copy one S3 object into the artifact store's `incoming` folder (size-limited, streamed)."""
+def fetch_s3(uri: str, *, settings: Settings, tenant: str) -> Fetched:
+    """Copy one S3 object `tenant` may read into the artifact store's `incoming` folder
+    (size-limited, streamed)."""
     check_plain(uri)
-    if not settings.s3_buckets:
+    if not (settings.s3_buckets or settings.s3_prefixes or settings.s3_shared_prefixes):
         raise not_configured("s3")
     from fsspec.asyn import sync
 
     root, limit = settings.artifact_root, settings.max_upload_bytes
-    ref = parse_s3(uri, settings.s3_buckets)
+    own, shared = s3_prefixes_for(settings, tenant)
+    ref = parse_s3(uri, own, shared, tenant)
     endpoint = check_endpoint(settings)
     fs = _filesystem(settings, endpoint)
     fd, path = new_temp(root)

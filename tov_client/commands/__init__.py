@@ -1,0 +1,1 @@
+"""The ``tov`` command groups, one module per role; ``tov_client.cli`` assembles them."""

@@ -1,0 +1,219 @@
+"""``tov jobs``: create, list, show, cancel and follow selection jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tov_client.client import Client
+from tov_client.commands.common import (
+    JsonOpt,
+    emit_json,
+    err,
+    errors_reported,
+    out,
+    pairs,
+    status_markup,
+)
+from tov_client.commands.datasets import upload
+from tov_client.commands.job_views import jobs_table, show_events, show_job
+from tov_client.models import Job
+from tov_client.progress import job_progress
+
+jobs_app = typer.Typer(help="Create, follow and cancel selection jobs.", no_args_is_help=True)
+
+
+def _dataset_ref(client: Client, value: str, quiet: bool) -> str:
+    """A dataset id or a server file:// path as is; an existing local file is uploaded first."""
+    if value.startswith(("ds_", "file://")):
+        return value
+    path = Path(value)
+    if path.is_file():
+        return upload(client, path, None, quiet).id
+    raise typer.BadParameter(
+        f"'{value}' is neither a dataset id (ds_...), a file:// path on the server, "
+        "nor a local file"
+    )
+
+
+def _follow(
+    client: Client, job_id: str, timeout: float | None, interval: float, quiet: bool
+) -> Job:
+    if quiet:
+        return client.wait(job_id, timeout=timeout, poll_interval=interval)
+    with job_progress(console=err) as show:
+        return client.wait(job_id, on_progress=show, timeout=timeout, poll_interval=interval)
+
+
+def _extra_fields(params: str | None) -> dict[str, Any]:
+    """``--params``: a JSON object, inline or ``@file.json``."""
+    if not params:
+        return {}
+    text = Path(params[1:]).read_text() if params.startswith("@") else params
+    try:
+        extra = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--params") from exc
+    if not isinstance(extra, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--params")
+    return extra
+
+
+@jobs_app.command("create")
+def jobs_create(
+    ctx: typer.Context,
+    pool: Annotated[
+        str, typer.Option(help="Dataset id, server file:// path, or a local file (uploaded first).")
+    ],
+    validation: Annotated[
+        list[str],
+        typer.Option(
+            help="Same forms as --pool: the target examples. Repeat it (2 to 16 times) for a "
+            "multi-target job: one pool scored for each validation set, targets 0, 1, ... in "
+            "the order given."
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model name on the server (see `tov models`).")
+    ] = None,
+    budget: Annotated[float | None, typer.Option(help="Rows to select, or a fraction < 1.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="score+random | score-only")] = None,
+    num_bins: Annotated[int | None, typer.Option(help="Length bins for selection.")] = None,
+    method: Annotated[str | None, typer.Option(help="tov | random | uncertainty | less")] = None,
+    task: Annotated[str | None, typer.Option(help="causal_lm | token_classification")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per example.")] = None,
+    tov: Annotated[
+        list[str] | None,
+        typer.Option("--tov", help="A ToV knob as KEY=VALUE (rounds=2, lora={...}); repeatable."),
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option("--metadata", "-m", help="KEY=VALUE stored with the job; repeatable."),
+    ] = None,
+    params: Annotated[
+        str | None, typer.Option(help="Extra job fields as a JSON object, or @file.json.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Reuse to make a retried create return the same job (default: random)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="With --wait: give up after S s.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a selection job."""
+    extra = _extra_fields(params)
+    tov_params = {**extra.pop("tov", {}), **pairs(tov, "--tov")}
+    selection = dict(extra.pop("selection", {}))
+    if num_bins is not None:
+        selection["num_bins"] = num_bins
+    meta = {**extra.pop("metadata", {}), **pairs(metadata, "--metadata")}
+    with errors_reported(as_json), ctx.obj.client() as client:
+        refs = [_dataset_ref(client, v, as_json) for v in validation]
+        job = client.create_job(
+            _dataset_ref(client, pool, as_json),
+            refs[0] if len(refs) == 1 else None,
+            targets=refs if len(refs) > 1 else None,
+            model=model,
+            budget=budget,
+            strategy=strategy,
+            method=method,
+            task=task,
+            seed=seed,
+            max_length=max_length,
+            tov=tov_params or None,
+            selection=selection or None,
+            metadata=meta or None,
+            idempotency_key=idempotency_key,
+            **extra,
+        )
+        if not as_json:
+            err.print(f"created [bold]{job.id}[/] ({job.status})", highlight=False)
+        if wait:
+            job = _follow(client, job.id, timeout, 1.0, quiet=as_json)
+    if as_json:
+        emit_json(job)
+    else:
+        show_job(job)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metadata", "-m", help="Only jobs whose metadata KEY equals VALUE; repeatable."
+        ),
+    ] = None,
+    cursor: Annotated[str | None, typer.Option(help="Continue from a previous page.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    filters = {k: str(v) for k, v in pairs(metadata, "--metadata").items()}
+    with errors_reported(as_json), ctx.obj.client() as client:
+        page = client.list_jobs(limit=limit, cursor=cursor, status=status, metadata=filters)
+    if as_json:
+        emit_json(page)
+        return
+    out.print(jobs_table(page.items))
+    if page.next_cursor:
+        err.print(f"more: --cursor {page.next_cursor}", highlight=False)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: str,
+    events: Annotated[bool, typer.Option("--events", help="Also list the job's events.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a job's status, progress and parameters."""
+    with errors_reported(as_json), ctx.obj.client() as client:
+        job = client.get_job(job_id)
+        history = client.job_events(job_id) if events else []
+    if as_json:
+        data = job.model_dump(mode="json")
+        if events:
+            data["events"] = [e.model_dump(mode="json") for e in history]
+        emit_json(data)
+        return
+    show_job(job)
+    if events:
+        show_events(history)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(ctx: typer.Context, job_id: str, as_json: JsonOpt = False) -> None:
+    """Cancel a job (a running job stops at its next batch)."""
+    with errors_reported(as_json), ctx.obj.client() as client:
+        job = client.cancel_job(job_id)
+    if as_json:
+        emit_json(job)
+    else:
+        out.print(f"{job.id}: {status_markup(job)}", highlight=False)
+
+
+@jobs_app.command("wait")
+def jobs_wait(
+    ctx: typer.Context,
+    job_id: str,
+    timeout: Annotated[float | None, typer.Option(help="Give up after S seconds (exit 4).")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow a job with a progress bar until it ends (exit 3 if it failed or was cancelled)."""
+    with errors_reported(as_json), ctx.obj.client() as client:
+        job = _follow(client, job_id, timeout, interval, quiet=as_json)
+    if as_json:
+        emit_json(job)
+    else:
+        show_job(job)

@@ -1,0 +1,131 @@
+"""Result requests: download a job's selection, scores or selected rows, as a file, bytes, an
+Arrow table or a pandas frame."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from tov_client.models import ExportFormat, ResultKind
+from tov_client.transport import CHUNK_BYTES, ByteProgress, Transport, drop_none
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+
+class DownloadsApi(Transport):
+    """The ``/v1/jobs/{id}/{selection,scores,subset}`` part of ``Client``."""
+
+    def download(
+        self,
+        job_id: str,
+        what: ResultKind = "selection",
+        *,
+        format: ExportFormat = "jsonl",
+        dest: str | os.PathLike[str] | None = None,
+        selection_id: str | None = None,
+        target: int | None = None,
+        on_progress: ByteProgress | None = None,
+    ) -> Path:
+        """Download a result file and return where it was written.
+
+        ``what``: ``selection`` (index, score, source), ``scores`` (index, score, length for
+        every pool row) or ``subset`` (the selected rows themselves); ``target``: which target
+        of a multi-target job (default 0, or a named selection's own). ``dest`` may be a file
+        or a folder (an existing one, or a path ending in ``/``: the server's file name is
+        used); default: the current folder.
+        The file appears complete or not at all (written to ``.part``, then renamed).
+        """
+        params = drop_none({"format": format, "selection_id": selection_id, "target": target})
+        response = self._request("GET", f"/v1/jobs/{job_id}/{what}", params=params, stream=True)
+        try:
+            path = _target_path(dest, response, f"{job_id}-{what}.{format}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".part")
+            total = _content_length(response)
+            done = 0
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(done, total)
+            partial.replace(path)
+        finally:
+            response.close()
+        return path
+
+    def download_bytes(
+        self,
+        job_id: str,
+        what: ResultKind = "selection",
+        *,
+        format: ExportFormat = "jsonl",
+        selection_id: str | None = None,
+        target: int | None = None,
+    ) -> bytes:
+        """A result file's bytes, in memory."""
+        params = drop_none({"format": format, "selection_id": selection_id, "target": target})
+        return self._request("GET", f"/v1/jobs/{job_id}/{what}", params=params).content
+
+    def read_table(
+        self,
+        job_id: str,
+        what: ResultKind = "selection",
+        *,
+        selection_id: str | None = None,
+        target: int | None = None,
+    ) -> pyarrow.Table:
+        """A result as a ``pyarrow.Table`` (fetched as Parquet)."""
+        import pyarrow.parquet as pq
+
+        data = self.download_bytes(
+            job_id, what, format="parquet", selection_id=selection_id, target=target
+        )
+        return pq.read_table(io.BytesIO(data))
+
+    def read_frame(
+        self,
+        job_id: str,
+        what: ResultKind = "selection",
+        *,
+        selection_id: str | None = None,
+        target: int | None = None,
+    ) -> pandas.DataFrame:
+        """A result as a ``pandas.DataFrame`` (needs pandas: ``pip install tov-select[client]``)."""
+        return self.read_table(job_id, what, selection_id=selection_id, target=target).to_pandas()
+
+    def selected_indices(
+        self, job_id: str, *, selection_id: str | None = None, target: int | None = None
+    ) -> list[int]:
+        """The selected pool row indices, ascending."""
+        table = self.read_table(job_id, "selection", selection_id=selection_id, target=target)
+        return sorted(int(i) for i in table.column("index").to_pylist())
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+_FILENAME = re.compile(r'filename="?([^";]+)"?')
+
+
+def _target_path(
+    dest: str | os.PathLike[str] | None, response: httpx.Response, fallback: str
+) -> Path:
+    """Where a download goes: ``dest`` as a file, or the server's file name (only its last
+    part: a name never escapes the folder) inside ``dest`` or the current folder."""
+    match = _FILENAME.search(response.headers.get("content-disposition", ""))
+    name = Path(match.group(1)).name if match else fallback
+    if dest is None:
+        return Path.cwd() / name
+    path = Path(dest)
+    folder = path.is_dir() or str(dest).endswith(("/", os.sep))
+    return path / name if folder else path
