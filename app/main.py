@@ -10,6 +10,7 @@ from app.core.config import get_settings
 from app.core.errors import install_error_handlers
 from app.core.limits import BodyLimitMiddleware
 from app.core.observability import configure_logging, install_metrics
+from app.datasets import ingest
 from app.datasets.routes import router as datasets_router
 from app.jobs.routes import router as jobs_router
 from app.results.routes import router as results_router
@@ -22,6 +23,7 @@ def create_app() -> FastAPI:
         title="ToV Select",
         version="0.1.0",
         description="Data selection as a service: Train on Validation (arXiv 2510.00386).",
+        lifespan=ingest.lifespan,  # resumes dataset validations a dead API process left
     )
     install_error_handlers(application)
     install_metrics(application)

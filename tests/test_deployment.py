@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-SECRETS = ("POSTGRES_PASSWORD", "TOV_METRICS_TOKEN")
+SECRETS = ("POSTGRES_PASSWORD", "TOV_METRICS_TOKEN", "MINIO_ROOT_PASSWORD")
 ARTIFACTS = "/var/lib/tov/artifacts"
 
 

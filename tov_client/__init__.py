@@ -8,6 +8,7 @@ from tov_client.client import Client
 from tov_client.errors import ApiError, JobFailed, TovError, TransportError, WaitTimeout
 from tov_client.models import (
     Dataset,
+    DatasetPage,
     Job,
     JobError,
     JobEvent,
@@ -23,6 +24,7 @@ __all__ = [
     "ApiError",
     "Client",
     "Dataset",
+    "DatasetPage",
     "Job",
     "JobError",
     "JobEvent",

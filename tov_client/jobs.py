@@ -12,6 +12,9 @@ from tov_client.errors import JobFailed, TransportError, WaitTimeout
 from tov_client.models import Dataset, Job, JobEvent, JobPage, Selection
 from tov_client.transport import Transport, drop_none, ref
 
+EVENTS_PAGE = 100
+"""Events a request in ``iter_job_events`` (the API allows up to 1000)."""
+
 JobProgress = Callable[[Job], None]
 """Called with each polled state of a job while waiting."""
 
@@ -32,6 +35,7 @@ class JobsApi(Transport):
         task: str | None = None,
         seed: int | None = None,
         max_length: int | None = None,
+        precision: str | None = None,
         tov: Mapping[str, Any] | None = None,
         selection: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -45,7 +49,8 @@ class JobsApi(Transport):
         (or a list as ``validation``): one job scores the pool for each, sharing the work that
         does not depend on the validation set; fetch target k's results with ``target=k``.
         ``budget`` (a count, or a fraction below 1) and ``strategy`` are
-        shortcuts into ``selection``; ``tov`` holds the Train-on-Validation knobs. An
+        shortcuts into ``selection``; ``tov`` holds the Train-on-Validation knobs;
+        ``precision`` is "auto", "float32" or "bfloat16" (bf16 frozen base weights). An
         ``Idempotency-Key`` (a fresh uuid4 unless given) makes the automatic retries safe:
         the server returns the same job for the same key and body. A create that gets no answer
         within the client's timeout is retried with the same key; when the retries run out the
@@ -64,6 +69,7 @@ class JobsApi(Transport):
                 "task": task,
                 "seed": seed,
                 "max_length": max_length,
+                "precision": precision,
                 "tov": dict(tov) if tov else None,
                 "selection": chosen or None,
                 "metadata": dict(metadata) if metadata else None,
@@ -126,10 +132,29 @@ class JobsApi(Transport):
     def delete_job(self, job_id: str) -> None:
         self._request("DELETE", f"/v1/jobs/{job_id}")
 
-    def job_events(self, job_id: str) -> list[JobEvent]:
-        """The job's history: created, claimed, re-sent, succeeded, ..."""
-        rows = self._request("GET", f"/v1/jobs/{job_id}/events").json()
+    def job_events(
+        self, job_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[JobEvent]:
+        """One page of the job's history, oldest first: created, claimed, stage changes,
+        re-sent, succeeded, ... Only events with an ``id`` above ``after``; at most ``limit``
+        (the server's default page is 100, its largest 1000). A page shorter than ``limit`` is
+        the last; ``iter_job_events`` follows every page."""
+        params = drop_none({"after": after, "limit": limit})
+        rows = self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
         return [JobEvent.model_validate(r) for r in rows]
+
+    def iter_job_events(
+        self, job_id: str, *, after: int = 0, page_size: int = EVENTS_PAGE
+    ) -> Iterator[JobEvent]:
+        """Every event of the job after ``after``, oldest first, ``page_size`` a request. Each
+        page starts after the last ``id`` of the one before, so events recorded meanwhile are
+        picked up and none is repeated."""
+        while True:
+            page = self.job_events(job_id, after=after, limit=page_size)
+            yield from page
+            if len(page) < page_size or page[-1].id is None:  # the last page, or an old server
+                return
+            after = page[-1].id
 
     def wait(
         self,

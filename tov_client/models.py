@@ -29,6 +29,19 @@ class Dataset(_Model):
     sha256: str
     columns: list[str] = []
     created_at: datetime
+    # A remote reference is fetched and validated after the answer: `validating`, then `ready`,
+    # or `failed` with `error` and the row errors ({file, line|row, field, reason}).
+    status: str = "ready"
+    error: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class DatasetPage(_Model):
+    """One page of ``GET /v1/datasets``; pass ``next_cursor`` back for the next one (None on
+    the last page). The API sends it in the ``X-Next-Cursor`` header beside a bare list."""
+
+    items: list[Dataset]
+    next_cursor: str | None = None
 
 
 class Progress(_Model):
@@ -106,6 +119,9 @@ class Selection(_Model):
 
 
 class JobEvent(_Model):
+    id: int | None = None
+    """Increasing within a job: pass the last one as ``after`` for the next page (None from a
+    server older than event paging)."""
     at: datetime
     kind: str
     attempt: int = 0

@@ -15,6 +15,7 @@ from tov_engine.progress import ProgressEvent
 from tov_engine.run import run_selection
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
+UNFIT_SHOWN = 20  # rows without a loss-bearing token the summary names (the stats list more)
 
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,18 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=512, help="tokens per row (default 512)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="precision policy: bfloat16 frozen base weights (LoRA, head and score differences "
+        "stay float32) or all float32 (default auto: bfloat16 on a bf16 GPU, else float32)",
+    )
+    p.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="allow nondeterministic GPU kernels (faster; results may differ between runs)",
+    )
 
 
 def _add_tov_options(p: argparse.ArgumentParser) -> None:
@@ -97,6 +110,8 @@ def config_from_args(a: argparse.Namespace) -> JobConfig:
         seed=a.seed,
         max_length=a.max_length,
         device=a.device,
+        precision=a.dtype,
+        deterministic=not a.nondeterministic,
         tov=ToVConfig(
             base_size=a.base_size,
             rounds=a.rounds,
@@ -152,12 +167,21 @@ def _summary(outcome: SelectionOutcome) -> str:
         f"selected {len(sel.indices)} of {s['rows']} rows "
         f"({sel.sources.count('score')} by score, {sel.sources.count('random')} random)"
     ]
-    for key in ("rounds", "base_size", "truncated_rows", "padding_waste"):
+    keys = ("rounds", "base_size", "precision", "truncated_rows", "rows_without_loss_tokens")
+    for key in (*keys, "padding_waste"):
         if key in s:
             parts.append(f"{key}={s[key]:.3g}" if isinstance(s[key], float) else f"{key}={s[key]}")
     seconds = sum(v for k, v in s.items() if k.startswith("seconds_"))
     parts.append(f"{seconds:.1f}s")
-    return "; ".join(parts)
+    unfit = s.get("unfit_rows") or []
+    lines = [f"  row {u['index']}: {u['reason']}" for u in unfit[:UNFIT_SHOWN]]
+    more = int(s.get("rows_without_loss_tokens", len(unfit))) - len(lines)
+    if more > 0:
+        lines.append(f"  ... and {more} more")
+    head = "; ".join(parts)
+    return (
+        "\n".join([head, "rows never scored (no loss-bearing token):", *lines]) if lines else head
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ METHODS = ("tov", "random", "uncertainty", "less")
 STRATEGIES = ("score+random", "score-only")
 VARIANTS = ("A", "B")
 SCORE_FNS = ("improvement", "absolute", "positive")
+PRECISIONS = ("auto", "float32", "bfloat16")  # model/precision.py; auto: by the device
 TOKEN_SCORES = ("class_balanced", "mean")  # token classification's row reduction (scoring.py)
 
 # Paper: |U| = 4096 and L = 16384 / |U| rounds, i.e. 16384 base examples (~1024 batches of 16).
@@ -175,9 +176,12 @@ class JobConfig:
     tov: ToVConfig = field(default_factory=ToVConfig)  # also used by "uncertainty" (theta_bas on U)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     seed: int = 0  # seeds U, data order, dropout, LoRA init and the random half
-    max_length: int = 512  # ours: tokens per row; longer rows are cut at the end and counted
+    max_length: int = 512  # ours: tokens per row; longer rows lose their prompt's start first
     device: str | None = None  # None = cuda if available else cpu
     less: LessSettings = field(default_factory=LessSettings)  # used only by method "less"
+    # ours: "auto" = bfloat16 base weights on a bf16-capable GPU, float32 elsewhere (precision.py)
+    precision: str = "auto"
+    deterministic: bool = True  # ours: deterministic algorithms (identical results on a GPU too)
 
     def __post_init__(self) -> None:
         _require(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
@@ -197,4 +201,12 @@ class JobConfig:
         _require(
             d is None or (isinstance(d, str) and d.split(":")[0] in ("cpu", "cuda", "mps")),
             f"device must be None, 'cpu', 'cuda[:i]' or 'mps', got {d!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"precision must be one of {PRECISIONS}, got {self.precision!r}",
+        )
+        _require(
+            isinstance(self.deterministic, bool),
+            f"deterministic must be a bool, got {self.deterministic!r}",
         )

@@ -30,6 +30,8 @@ from tov_engine.store.poolcache import CachedPool, encode_into_cache, load_pool,
 
 logger = logging.getLogger(__name__)
 
+UNFIT_LISTED = 1000  # rows without a loss-bearing token listed in the stats (all are counted)
+
 
 @dataclass(frozen=True)
 class SelectionOutcome:
@@ -39,7 +41,7 @@ class SelectionOutcome:
     lengths: np.ndarray  # (N,) int32 loss-bearing tokens per row (after truncation)
     base_indices: np.ndarray  # (|U|,) int64 sorted; empty for methods without a base subset
     selection: Selection
-    stats: dict[str, float | int]
+    stats: dict[str, Any]  # numbers, plus "precision" (str) and "unfit_rows" (list of dicts)
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Job:
     progress: ProgressCallback | None
     should_cancel: Callable[[], bool] | None
     checkpoint_dir: Path | None
-    stats: dict[str, float | int]
+    stats: dict[str, Any]
     cache_dir: Path | None = None  # the pool cache (store/poolcache.py); None = no cache
     pool_key: str = ""  # identifies the tokenised pool (file hash, model folder, max_length, task)
 
@@ -176,7 +178,25 @@ def prepare_job(**inputs: Any) -> Job:
     return prepare(JobInputs(**inputs))
 
 
-def _stats(pool: EncodedSet, val: EncodedSet, budget: int, start: float) -> dict[str, float | int]:
+def unfit_rows(encoded: EncodedSet, max_length: int) -> list[dict[str, Any]]:
+    """The rows without a loss-bearing token (never scored, never picked by score): index and
+    reason, the first UNFIT_LISTED of them (the stats count them all)."""
+    where = np.flatnonzero(np.asarray(encoded.loss_lengths) == 0)[:UNFIT_LISTED]
+    cut = np.asarray(encoded.truncated)
+    return [
+        {
+            "index": int(i),
+            "reason": f"no loss-bearing token left within max_length={max_length}"
+            if cut[i]
+            else "the row has no loss-bearing token",
+        }
+        for i in where
+    ]
+
+
+def _stats(
+    pool: EncodedSet, val: EncodedSet, budget: int, start: float, max_length: int
+) -> dict[str, Any]:
     loss_lengths = pool.loss_lengths
     return {
         "rows": len(pool),
@@ -184,6 +204,8 @@ def _stats(pool: EncodedSet, val: EncodedSet, budget: int, start: float) -> dict
         "truncated_rows": int(pool.truncated.sum()),
         "validation_truncated_rows": int(val.truncated.sum()),
         "rows_without_loss_tokens": int((loss_lengths == 0).sum()),
+        "unfit_rows": unfit_rows(pool, max_length),
+        "validation_rows_without_loss_tokens": int((val.loss_lengths == 0).sum()),
         "loss_tokens": int(loss_lengths.sum()),
         "budget": budget,
         "seconds_prepare": time.perf_counter() - start,
@@ -226,7 +248,7 @@ def prepare(inputs: JobInputs, pool: tuple[CachedPool, str] | None = None) -> Jo
         progress=inputs.progress,
         should_cancel=inputs.should_cancel,
         checkpoint_dir=_path(inputs.checkpoint_dir),
-        stats=_stats(encoded, val, budget, start),
+        stats=_stats(encoded, val, budget, start, config.max_length),
         cache_dir=cache,
         pool_key=pool[1],
     )
@@ -239,8 +261,15 @@ def _path(value: str | Path | None) -> Path | None:
 def job_parts(job: Job) -> tuple[Any, ...]:
     """What determines a job's work: model, data, settings (not the selection, not the device).
 
-    The parts of every checkpoint folder's fingerprint (store.keys.fingerprint)."""
-    config = dataclasses.replace(job.config, selection=SelectionConfig(), device=None)
+    The parts of every checkpoint folder's fingerprint (store.keys.fingerprint). The precision
+    enters as resolved on this job's device ("auto" is float32 on CPU, bfloat16 on most GPUs)."""
+    from tov_engine.model.loading import resolve_device  # lazy: torch loads when a run starts
+    from tov_engine.model.precision import resolve_precision
+
+    precision = resolve_precision(job.config.precision, resolve_device(job.config.device)).name
+    config = dataclasses.replace(
+        job.config, selection=SelectionConfig(), device=None, precision=precision
+    )
     arrays = (job.pool.ids, job.pool.labels, job.val.ids, job.val.labels)
     data = hashlib.sha256(b"".join(array_sha256(a) for a in arrays))  # chunked: no pool copy
     return (str(job.model.resolve()), data.hexdigest(), config)

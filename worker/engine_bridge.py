@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import local_dataset
 from app.core.config import Settings
 from app.core.models import Dataset, Job
 from app.jobs.service import target_dataset_ids
@@ -25,10 +26,14 @@ from tov_engine import (
 )
 
 ENGINE = "tov_engine:run_selection"  # the real engine; TOV_ENGINE_ENTRYPOINT may name a stand-in
+# cuBLAS matmuls repeat exactly only with a fixed workspace, read when CUDA starts: the engine's
+# determinism switch (tov_engine/model/precision.py) needs it and the engine reads no environment.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def job_folder(settings: Settings, job_id: str) -> Path:
-    """The job's folder in the artifact store (checkpoints, trained rounds, shard scores)."""
+    """The job's local scratch folder (checkpoints, trained rounds), where the engine writes;
+    what other hosts need is synced with the artifact store (app.core.artifacts, job_key)."""
     return Path(settings.artifact_root) / "jobs" / job_id
 
 
@@ -63,6 +68,7 @@ def job_config(job: Job, *, device: str | None = None) -> JobConfig:
         seed=job.seed,
         max_length=int(job.params.get("max_length", 512)),
         device=device,
+        precision=str(job.params.get("precision", "auto")),
     )
 
 
@@ -112,10 +118,10 @@ def load_inputs(session: Session, job: Job, settings: Settings) -> JobInputs:
         if dataset is None:
             reason = f"the validation dataset of target {k} no longer exists"
             raise DataError(dataset_id, 0, "", reason)
-        validations.append(Path(dataset.uri))
+        validations.append(local_dataset(dataset.uri, dataset.sha256, settings))
     config = job_config(job)  # checked before the model, as the engine would
     return JobInputs(
-        pool_path=Path(pool.uri),
+        pool_path=local_dataset(pool.uri, pool.sha256, settings),
         pool_rows=pool.rows,
         validation_paths=validations,
         model=resolve_model(job.model, settings.model_roots),

@@ -110,7 +110,8 @@ def _run_guarded(context: AttemptContext, heartbeat: Heartbeat) -> None:
         finish(context, JobStatus.FAILED, code="shard_failed", detail=str(exc))
     except EngineError as exc:
         logger.info("job %s failed: %s", job_id, exc)
-        finish(context, JobStatus.FAILED, code=job_error_code(type(exc).__name__), detail=str(exc))
+        code = job_error_code(type(exc).__name__) or "engine_error"
+        finish(context, JobStatus.FAILED, code=code, detail=str(exc))
     except Exception as exc:
         logger.exception("job %s attempt %d crashed", job_id, attempt)
         detail = f"internal error ({type(exc).__name__})"

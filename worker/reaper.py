@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
-from app.core.models import LIVE_STATUSES, Job, JobEvent, JobStatus, Selection, utcnow
+from app.core.models import LIVE_STATUSES, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
 from app.core.queue import publish_job, publish_reselect, queue_depth
 
 logger = logging.getLogger(__name__)
@@ -130,9 +130,13 @@ def _jobs_to_reap(session: Session, settings: Settings, now: datetime) -> Sequen
             Job.published_at < now - timedelta(seconds=settings.lease_seconds),
         ),
     )
-    unpublished = or_(
-        and_(Job.status == JobStatus.QUEUED, Job.published_at.is_(None)),
-        _lost_messages(session, settings, now),
+    unpublished = and_(
+        or_(
+            and_(Job.status == JobStatus.QUEUED, Job.published_at.is_(None)),
+            _lost_messages(session, settings, now),
+        ),
+        # Waiting for its datasets: not lost, and not to be sent (app.datasets.ingest sends it).
+        or_(Job.stage.is_(None), Job.stage != JobStage.WAITING_FOR_DATASETS),
     )
     orphan_cancel = and_(  # no attempt will act on the cancel: settle it now
         Job.cancel_requested.is_(True),

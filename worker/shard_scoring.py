@@ -20,15 +20,16 @@ from app.core.db import get_sessionmaker
 from app.core.models import Job, JobShard, utcnow
 from app.core.observability import current_job_id
 from tov_engine import Cancelled, ProgressEvent, Shard, StagedToV, prepare_staged
-from worker.engine_bridge import job_folder, load_inputs
+from worker.engine_bridge import load_inputs
 from worker.lease import RenewalThread
 from worker.shards import (
     DONE,
     claim_shard,
     count_shards,
     job_is_live,
+    rounds_folder,
     shard_owned,
-    shard_path,
+    sync_rounds,
     worker_identity,
     write_shard,
 )
@@ -121,7 +122,7 @@ class ShardScorer:
         lease.start()
         started = time.monotonic()
         try:
-            folder = job_folder(self.settings, self.job_id) / "rounds"
+            folder = rounds_folder(self.settings, self.job_id)
             scores = self.staged.score(
                 folder,
                 shard,
@@ -137,7 +138,7 @@ class ShardScorer:
             return
         finally:
             lease.stop()
-        write_shard(shard_path(self.settings, self.job_id, index), scores)
+        write_shard(self.settings, self.job_id, index, scores)
         self._mark_done(shard, attempt, time.monotonic() - started)
 
     def _progress_writer(self, index: int, attempt: int) -> Callable[[ProgressEvent], None]:
@@ -201,6 +202,8 @@ def help_with_shards(job_id: str) -> int:
             if job is None or not pending or not job_is_live(session, job_id):
                 return 0
             inputs = load_inputs(session, job, settings)
+        fetched = sync_rounds(settings, job_id, upload=False)  # trained on the job's host
+        logger.info("job %s: %d file(s) of trained rounds fetched from the store", job_id, fetched)
         staged = prepare_staged(**inputs.engine_kwargs())
         scored = ShardScorer(sessions, settings, job_id, staged, worker_identity()).run()
         logger.info("job %s: this worker scored %d shard(s)", job_id, scored)

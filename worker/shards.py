@@ -4,14 +4,17 @@ The job's own worker trains every round (tov_engine.staged), writes one `job_sha
 asks other workers to help (`tov.score_shards` messages) and then claims shards itself like any
 helper. A shard is claimed with a conditional UPDATE and held with a lease its scorer renews, so
 a shard whose worker died is taken again by whoever claims next (capped by max_attempts); its
-scores go to one file in the artifact store, written atomically, so a retried or duplicated shard
-only rewrites the same bytes. The job's worker waits for the last shard, joins and publishes.
+scores go to one object in the artifact store (app.core.artifacts: a folder or S3), written
+atomically (a local rename, or one S3 PUT), so a retried or duplicated shard only rewrites the
+same bytes. The trained rounds reach helpers on other hosts through the store too (sync_rounds).
+The job's worker waits for the last shard, joins and publishes.
 The job row stays the truth: if the job's worker dies the reaper re-queues the job and the next
 attempt resumes, with the rounds already trained and the shards already scored.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from datetime import UTC, datetime, timedelta
@@ -21,6 +24,7 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import artifact_store, job_key
 from app.core.config import Settings
 from app.core.models import TERMINAL_STATUSES, Job, JobShard, utcnow
 from tov_engine import Shard
@@ -39,19 +43,32 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def shard_path(settings: Settings, job_id: str, index: int) -> Path:
-    return job_folder(settings, job_id) / "shards" / f"{index:05d}.npy"
+def shard_key(job_id: str, index: int) -> str:
+    """The shard's scores in the artifact store."""
+    return job_key(job_id, "shards", f"{index:05d}.npy")
 
 
-def write_shard(path: Path, scores: np.ndarray) -> None:
-    """Write atomically: readers see the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        np.save(handle, scores)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def write_shard(settings: Settings, job_id: str, index: int, scores: np.ndarray) -> None:
+    """Write atomically: readers see the whole object or none (8 bytes a row: one PUT)."""
+    buffer = io.BytesIO()
+    np.save(buffer, scores)
+    artifact_store(settings).write_bytes(shard_key(job_id, index), buffer.getvalue())
+
+
+def rounds_folder(settings: Settings, job_id: str) -> Path:
+    """The job's trained rounds in this process's local scratch (the engine reads them there)."""
+    return job_folder(settings, job_id) / "rounds"
+
+
+def sync_rounds(settings: Settings, job_id: str, *, upload: bool) -> int:
+    """Send the trained rounds to the store (after training) or fetch them from it (before
+    training, to resume what another host trained, and before scoring a shard here): a no-op
+    when the store is the scratch folder. Returns how many files moved."""
+    store, key = artifact_store(settings), job_key(job_id, "rounds")
+    folder = rounds_folder(settings, job_id)
+    if upload:
+        return store.upload_tree(folder, key)
+    return store.download_tree(key, folder)
 
 
 def count_shards(session: Session, job_id: str, *, pending: bool = False) -> int:
@@ -183,4 +200,7 @@ def _aware(value: datetime) -> datetime:
 
 
 def load_shards(settings: Settings, job_id: str, shards: list[Shard]) -> dict[int, np.ndarray]:
-    return {s.index: np.load(shard_path(settings, job_id, s.index)) for s in shards}
+    store = artifact_store(settings)
+    return {
+        s.index: np.load(io.BytesIO(store.read_bytes(shard_key(job_id, s.index)))) for s in shards
+    }

@@ -18,6 +18,16 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite:///{STATE_DIR}/tov.db"
     broker_url: str = f"sqla+sqlite:///{STATE_DIR}/broker.db"
     artifact_root: Path = STATE_DIR / "artifacts"
+    # Where datasets, trained rounds and shard scores live (app/core/artifacts.py): a folder,
+    # file:// or s3://bucket/prefix; unset: artifact_root itself. With a store set, artifact_root
+    # is each process's local scratch (uploads in flight, engine folders, downloaded inputs).
+    artifact_store: str | None = None
+    # The S3 store's endpoint (MinIO: http://minio:9000) and credentials; unset: AWS and
+    # botocore's usual chain (AWS_* variables, instance role).
+    artifact_s3_endpoint_url: str | None = None
+    artifact_s3_region: str | None = None
+    artifact_s3_access_key_id: str | None = None
+    artifact_s3_secret_access_key: SecretStr | None = None
     # Server-side dataset paths must resolve (after realpath) under a root of their tenant's
     # (app/datasets/sources/tenancy.py). Per tenant: `{tenant}` in an entry is replaced by the
     # tenant's name; an entry without it gets the name appended (/srv/data -> /srv/data/acme).

@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     NOT_READY = "not_ready"  # 503 from /readyz
     # A failed or cancelled job's error.code (GET /v1/jobs/{id}), not an HTTP answer:
     CANCELLED = "cancelled"
+    INVALID_DATASET = "invalid_dataset"  # a dataset the job waited for failed validation
     DATA_ERROR = "data_error"  # the pool or a validation set cannot be read or encoded
     MODEL_ERROR = "model_error"  # the model cannot be found or loaded
     CONFIG_ERROR = "config_error"  # the job's parameters cannot run

@@ -56,6 +56,8 @@ class JobStatus(StrEnum):
 
 
 class JobStage(StrEnum):
+    # Queued, not yet sent to the workers: a dataset it refers to is still `validating`.
+    WAITING_FOR_DATASETS = "waiting_for_datasets"
     RESOLVE = "resolve"
     TRAIN = "train"
     SCORE = "score"
@@ -65,6 +67,14 @@ class JobStage(StrEnum):
 TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 # An attempt owns the job in these (a cancelling job is its attempt's until the attempt stops).
 LIVE_STATUSES = (JobStatus.RUNNING, JobStatus.CANCELLING)
+
+
+class DatasetStatus(StrEnum):
+    """A reference is fetched and validated after the answer (app.datasets.ingest)."""
+
+    VALIDATING = "validating"
+    READY = "ready"
+    FAILED = "failed"
 
 
 class Tenant(Base):
@@ -101,6 +111,15 @@ class Dataset(Base):
     columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # validating (uri is still the reference; the summary columns are placeholders) -> ready |
+    # failed (`errors`: the {file, line|row, field, reason} list a synchronous 422 shows).
+    status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # When the current validation run began: one `validating` past the deadline (its API process
+    # died) is taken over by another (app.datasets.ingest.resume_stale).
+    validation_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    validation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Job(Base):

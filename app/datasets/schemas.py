@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +33,15 @@ class DatasetRead(BaseModel):
     sha256: str
     columns: list[str]
     created_at: datetime
+    status: str = Field(
+        default="ready",
+        description="validating (a reference being fetched and checked: the counts are 0 until "
+        "then), ready, or failed (see `error` and `errors`)",
+    )
+    error: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="failed: the {file, line|row, field, reason} problems found"
+    )
 
 
 def parse_register_body(raw: bytes) -> DatasetRegister:

@@ -6,21 +6,22 @@ Services only flush; the request that calls them commits.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.core.artifacts import artifact_store, dataset_key, remove_dataset
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from app.core.errors import Conflict, NotFound, PayloadTooLarge
 from app.core.limits import check_upload_rate
 from app.core.models import Dataset, Job, Tenant, new_id
-from app.core.storage import dataset_path, move_into_place, receive_to_temp
+from app.core.storage import receive_to_temp
 from app.datasets.quota import check_storage, over_quota, storage_room
 from app.datasets.sources.network import Fetched
-from app.datasets.sources.registry import fetch_reference, is_remote
+from app.datasets.sources.registry import fetch_reference
 from app.datasets.validation import DatasetSummary, validate_file
 from app.datasets.validation.detection import (
     CONTENT_TYPES,
@@ -33,18 +34,20 @@ from app.datasets.validation.detection import (
 
 def _store(
     temp: Path, *, settings: Settings, tenant: Tenant, name: str, declared: str | None
-) -> tuple[str, Path, DatasetSummary]:
-    """Validate a received file (upload or download) and move it into the store under a new id."""
+) -> tuple[str, str, DatasetSummary]:
+    """Validate a received file (upload or download) and move it into the artifact store under a
+    new id; returns the id, the stored uri (a local path, or s3:// with an S3 store) and the
+    summary."""
     try:
         file_format = detect_file_format(temp, declared=declared, name=name)
         summary = validate_file(temp, name=name, file_format=file_format, settings=settings)
         dataset_id = new_id("ds")
         suffix = STORED_SUFFIX[file_format]
-        final = dataset_path(settings.artifact_root, tenant.id, dataset_id, suffix)
-        move_into_place(temp, final)
+        store, key = artifact_store(settings), dataset_key(tenant.id, dataset_id, suffix)
+        store.put_file(temp, key, move=True)
     finally:
         temp.unlink(missing_ok=True)
-    return dataset_id, final, summary
+    return dataset_id, store.url(key), summary
 
 
 def _add(
@@ -83,8 +86,9 @@ async def upload_dataset(
         raise PayloadTooLarge(f"The upload exceeds the limit of {settings.max_upload_bytes} bytes.")
     declared = format_for_content_type(content_type)  # 415 for anything but a dataset type
     limit, refusal = _upload_limit(session, settings, tenant, content_length)
+    end_transaction(session)  # none open while the body streams in and is validated
     temp = await receive_to_temp(chunks, root=settings.artifact_root, limit=limit, refusal=refusal)
-    dataset_id, final, summary = await run_in_threadpool(
+    dataset_id, stored, summary = await run_in_threadpool(
         _store, temp, settings=settings, tenant=tenant, name=name, declared=declared
     )
     return _add(
@@ -92,7 +96,7 @@ async def upload_dataset(
         tenant,
         dataset_id=dataset_id,
         name=name,
-        uri=str(final.resolve()),
+        uri=stored,
         summary=summary,
         uploaded=True,
     )
@@ -111,39 +115,78 @@ def _upload_limit(
     return room.left, lambda: over_quota(tenant, room, None)
 
 
-def register_dataset(
-    *, session: Session, settings: Settings, tenant: Tenant, uri: str, name: str | None
-) -> Dataset:
-    """Register a server-side file under a data root of the tenant's (validated now, read
-    later), or copy an https://, s3:// or hf:// reference into the store (under the SSRF and
-    tenancy rules of app.datasets.sources) and validate it like an upload. Counts against the
-    tenant's upload rate; a copy against its storage quota."""
-    check_upload_rate(tenant.id, settings)
+@dataclass(frozen=True)
+class Prepared:
+    """A reference fetched and validated, not yet a row: made with no transaction open."""
+
+    dataset_id: str
+    name: str
+    uri: str  # where the bytes are now
+    summary: DatasetSummary
+    uploaded: bool
+
+
+def end_transaction(session: Session) -> None:
+    """Commit what the session did so far (reads only, as callers use it), so that no
+    transaction stays open while a file is fetched or validated (issue 15, defect 4)."""
+    if session.in_transaction():
+        session.commit()
+
+
+def prepare_reference(
+    uri: str,
+    *,
+    settings: Settings,
+    tenant: Tenant,
+    name: str | None,
+    check_quota: Callable[[int], None],
+) -> Prepared:
+    """Fetch and validate `uri` as `tenant` may read it (a file:// path in place; an https://,
+    s3:// or hf:// copy into the store, whose size `check_quota` may refuse). Blocking: call it
+    in a thread, with no database transaction open."""
     fetched = fetch_reference(uri, settings=settings, tenant=tenant.name)
-    if not fetched.in_place:
-        try:
-            check_storage(session, settings, tenant, fetched.path.stat().st_size)
-        except BaseException:
-            fetched.path.unlink(missing_ok=True)
-            raise
     shown = name or fetched.name
     if fetched.in_place:
         summary = _validate_in_place(fetched, shown, settings)
-        dataset_id, stored = new_id("ds"), fetched.path
-    else:
-        declared = CONTENT_TYPES.get(fetched.content_type)
-        dataset_id, final, summary = _store(
-            fetched.path, settings=settings, tenant=tenant, name=shown, declared=declared
-        )
-        stored = final.resolve()
+        return Prepared(new_id("ds"), shown, str(fetched.path), summary, uploaded=False)
+    try:
+        check_quota(fetched.path.stat().st_size)
+    except BaseException:
+        fetched.path.unlink(missing_ok=True)
+        raise
+    declared = CONTENT_TYPES.get(fetched.content_type)
+    dataset_id, stored, summary = _store(
+        fetched.path, settings=settings, tenant=tenant, name=shown, declared=declared
+    )
+    return Prepared(dataset_id, shown, stored, summary, uploaded=True)
+
+
+def register_dataset(
+    *, session: Session, settings: Settings, tenant: Tenant, uri: str, name: str | None
+) -> Dataset:
+    """Register a reference now (`?wait=true`, and every file:// path): fetched and validated
+    with no transaction open, then one short transaction adds the row. A server-side file stays
+    where it is; an https://, s3:// or hf:// reference is copied into the store (under the SSRF
+    and tenancy rules of app.datasets.sources). Counts against the tenant's upload rate; a copy
+    against its storage quota."""
+    check_upload_rate(tenant.id, settings)
+    end_transaction(session)
+
+    def check_quota(size: int) -> None:
+        check_storage(session, settings, tenant, size)
+        end_transaction(session)
+
+    prepared = prepare_reference(
+        uri, settings=settings, tenant=tenant, name=name, check_quota=check_quota
+    )
     return _add(
         session,
         tenant,
-        dataset_id=dataset_id,
-        name=shown,
-        uri=str(stored),
-        summary=summary,
-        uploaded=not fetched.in_place,
+        dataset_id=prepared.dataset_id,
+        name=prepared.name,
+        uri=prepared.uri,
+        summary=prepared.summary,
+        uploaded=prepared.uploaded,
     )
 
 
@@ -161,37 +204,6 @@ def get_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> Dataset
     if dataset is None:
         raise NotFound(f"Dataset '{dataset_id}' does not exist.")
     return dataset
-
-
-def list_datasets(*, session: Session, tenant: Tenant, limit: int = 100) -> list[Dataset]:
-    return list(
-        session.scalars(
-            select(Dataset)
-            .where(Dataset.tenant_id == tenant.id)
-            .order_by(Dataset.created_at.desc())
-            .limit(limit)
-        )
-    )
-
-
-def resolve_reference(
-    *, session: Session, settings: Settings, tenant: Tenant, ref: str, field_name: str
-) -> Dataset:
-    """A job's `pool`/`validation`: a dataset id, or a file:// path or remote reference
-    registered on the fly."""
-    try:
-        if ref.startswith("ds_"):
-            return get_dataset(session=session, tenant=tenant, dataset_id=ref)
-        if ref.startswith("file://") or ref.startswith("/") or is_remote(ref):
-            return register_dataset(
-                session=session, settings=settings, tenant=tenant, uri=ref, name=None
-            )
-    except (NotFound, InvalidInput) as exc:
-        raise type(exc)(f"{field_name}: {exc.detail}", errors=exc.errors) from exc
-    raise InvalidInput(
-        f"{field_name}: '{ref[:200]}' is neither a dataset id (ds_...), a file:// path nor an "
-        "https://, s3:// or hf:// reference."
-    )
 
 
 def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None:
@@ -214,4 +226,4 @@ def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None
     session.delete(dataset)
     session.flush()
     if dataset.uploaded:
-        Path(dataset.uri).unlink(missing_ok=True)
+        remove_dataset(dataset.uri)

@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from app.core.auth import SessionDep, TenantDep
 from app.core.config import get_settings
 from app.core.limits import job_quota, rate_limit
-from app.core.models import JobStatus
+from app.core.models import JobStage, JobStatus
+from app.datasets import ingest
 from app.jobs import listing, service
 from app.jobs.schemas import JobCreate, JobList, JobRead
 from app.schemas import MetadataFilter, OptionalRfc3339
@@ -36,6 +37,13 @@ def create_job(
     session.commit()
     if created and service.enqueue(job):  # after the commit: a worker always finds the row
         session.commit()
+    elif created and job.stage == JobStage.WAITING_FOR_DATASETS:
+        named = {body.pool, *body.target_refs()}  # ids named in the body are validated already
+        ingest.start(d for d in service.waiting_datasets(session, job) if d not in named)
+        released = ingest.settle_waiting_jobs(session, tenant.id)  # settled meanwhile?
+        session.commit()
+        ingest.send(released)
+        session.refresh(job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return service.to_read(job)
 

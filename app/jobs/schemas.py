@@ -116,6 +116,12 @@ class JobCreate(Strict):
     selection: SelectionParams = SelectionParams()
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     max_length: int = Field(default=512, ge=8, le=32768)
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="frozen base weights in bfloat16 (LoRA weights, the head and score "
+        "differences stay float32) or everything in float32; auto: bfloat16 on a GPU that "
+        "supports it, float32 elsewhere",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("validation", "targets", mode="before")

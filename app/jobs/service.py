@@ -13,21 +13,35 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.catalog.service import require_known_model
+from app.core.artifacts import artifact_store, job_key
 from app.core.config import Settings
 from app.core.db import get_sessionmaker
 from app.core.errors import Conflict, InvalidInput, NotFound, job_error_code
-from app.core.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
+from app.core.models import (
+    TERMINAL_STATUSES,
+    Dataset,
+    DatasetStatus,
+    Job,
+    JobEvent,
+    JobStage,
+    JobStatus,
+    Tenant,
+    utcnow,
+)
 from app.core.queue import publish_job
-from app.datasets.service import resolve_reference
+from app.datasets.references import prepare_local_refs, resolve_reference
 from app.jobs.schemas import JobCreate, JobError, JobRead, Progress
 
 
 def request_hash(body: JobCreate) -> str:
     """The body's digest; `targets` counts (in order) but a single-target body hashes as before
-    targets existed, so an Idempotency-Key retried across the upgrade still matches."""
+    targets existed (and a default `precision` as before it existed), so an Idempotency-Key
+    retried across the upgrade still matches."""
     dumped = body.model_dump(mode="json")
     if dumped.get("targets") is None:
         dumped.pop("targets", None)
+    if dumped.get("precision") == "auto":  # likewise for bodies from before `precision`
+        dumped.pop("precision", None)
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -88,21 +102,29 @@ def create_job(
 
 def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobCreate) -> Job:
     """The job row for `body`, its dataset references resolved (pool first, then each target)."""
-    pool = resolve_reference(
-        session=session, settings=settings, tenant=tenant, ref=body.pool, field_name="pool"
-    )
     refs = body.target_refs()
-    validations = [
+    named = [("pool", body.pool)] + [
+        ("validation" if body.targets is None else f"targets[{k}]", ref)
+        for k, ref in enumerate(refs)
+    ]
+    # file:// references are validated first, with no transaction open; remote ones are added
+    # `validating` and fetched after the commit (app.datasets.ingest): the job waits for them.
+    prepared = prepare_local_refs(session=session, settings=settings, tenant=tenant, refs=named)
+    pool, *validations = [
         resolve_reference(
             session=session,
             settings=settings,
             tenant=tenant,
             ref=ref,
-            field_name="validation" if body.targets is None else f"targets[{k}]",
+            field_name=field_name,
+            prepared=ready,
         )
-        for k, ref in enumerate(refs)
+        for (field_name, ref), ready in zip(named, prepared, strict=True)
     ]
+    waiting = [d.id for d in (pool, *validations) if d.status == DatasetStatus.VALIDATING]
     return Job(
+        stage=JobStage.WAITING_FOR_DATASETS if waiting else None,
+        message=f"waiting for datasets {', '.join(waiting)}" if waiting else None,
         tenant_id=tenant.id,
         pool_dataset_id=pool.id,
         validation_dataset_id=validations[0].id,
@@ -114,6 +136,7 @@ def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobC
             "tov": body.tov.model_dump(mode="json"),
             "selection": body.selection.model_dump(mode="json"),
             "max_length": body.max_length,
+            "precision": body.precision,
         },
         seed=body.seed,
         job_metadata=body.metadata,
@@ -121,9 +144,26 @@ def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobC
     )
 
 
+def waiting_datasets(session: Session, job: Job) -> list[str]:
+    """The `validating` datasets a waiting job reads (none: it may be sent)."""
+    if job.stage != JobStage.WAITING_FOR_DATASETS:
+        return []
+    ids = {job.pool_dataset_id, *target_dataset_ids(job)}
+    return list(
+        session.scalars(
+            select(Dataset.id).where(
+                Dataset.id.in_(ids), Dataset.status == DatasetStatus.VALIDATING
+            )
+        )
+    )
+
+
 def enqueue(job: Job) -> bool:
     """Send a committed job to the workers (after the commit, so a worker always finds the row);
-    stamps `published_at` when sent. True when sent: the stamp then needs a commit."""
+    stamps `published_at` when sent. True when sent: the stamp then needs a commit. A job
+    waiting for its datasets is not sent: app.datasets.ingest sends it once they are ready."""
+    if job.stage == JobStage.WAITING_FOR_DATASETS:
+        return False
     if not publish_job(job.id):
         return False
     job.published_at = utcnow()
@@ -251,3 +291,4 @@ def delete_job(*, session: Session, settings: Settings, tenant: Tenant, job_id: 
     session.execute(delete(Job).where(Job.id == job.id))
     session.flush()
     shutil.rmtree(Path(settings.artifact_root) / "jobs" / job.id, ignore_errors=True)
+    artifact_store(settings).delete_tree(job_key(job.id))  # staged rounds and shards, if shared

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import dataset_available
 from app.core.errors import Conflict
 from app.core.models import Dataset, Job, Tenant
 from app.jobs.service import get_job
@@ -80,8 +80,8 @@ def subset_file(
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     chosen = _load(session, job, query)
     pool = session.get(Dataset, job.pool_dataset_id)
-    if pool is None or not Path(pool.uri).is_file():
+    if pool is None or not dataset_available(pool.uri):
         raise Conflict(f"The pool of job '{job.id}' is no longer available.")
     name = _file_name(job.id, chosen.target, "subset")
-    file = PoolFile(Path(pool.uri), pool.file_format, list(pool.columns or []))
+    file = PoolFile(pool.uri, pool.file_format, list(pool.columns or []))
     return Download(name, iter_subset(file, chosen.indices, query.fmt))

@@ -15,6 +15,7 @@ groups of a Parquet pool without a wanted row are not decoded. Nothing holds the
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from app.core.artifacts import open_dataset
+
 # CSV cells are strings; these columns carry JSON there (as in the engine and the validation).
 JSON_IN_CSV = ("messages", "tokens", "tags")
 READ_BATCH_ROWS = 8192
@@ -36,7 +39,7 @@ class PoolFile:
     """A pool as stored: where its file is, its file format and its columns (every column the
     validation saw, in first-seen order: a JSONL pool's rows may each name fewer)."""
 
-    path: Path
+    path: Path | str  # a local path, or an object of the S3 artifact store (app.core.artifacts)
     file_format: str  # jsonl | csv | parquet
     columns: list[str]
 
@@ -46,13 +49,13 @@ def wanted_rows(indices: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(indices, dtype=np.int64))
 
 
-def jsonl_lines(path: Path, wanted: np.ndarray) -> Iterator[bytes]:
+def jsonl_lines(path: Path | str, wanted: np.ndarray) -> Iterator[bytes]:
     """The raw lines of the wanted rows, each ending in a newline."""
     targets = iter(wanted.tolist())
     next_row = next(targets, None)
     if next_row is None:
         return
-    with path.open("rb") as handle:
+    with open_dataset(str(path)) as handle:
         for index, line in enumerate(handle):
             if index == next_row:
                 yield line if line.endswith(b"\n") else line + b"\n"
@@ -61,9 +64,9 @@ def jsonl_lines(path: Path, wanted: np.ndarray) -> Iterator[bytes]:
                     return
 
 
-def csv_cells(path: Path, wanted: np.ndarray) -> Iterator[list[str]]:
+def csv_cells(path: Path | str, wanted: np.ndarray) -> Iterator[list[str]]:
     """The header first (always), then the cells of the wanted data rows."""
-    with path.open("r", encoding="utf-8", newline="") as handle:
+    with io.TextIOWrapper(open_dataset(str(path)), encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -92,16 +95,22 @@ def csv_record(header: list[str], fields: list[str]) -> dict[str, Any]:
     return record
 
 
-def parquet_schema(path: Path) -> pa.Schema:
+def parquet_schema(path: Path | str) -> pa.Schema:
     """The pool's Arrow schema (from the footer only)."""
-    return pq.ParquetFile(path).schema_arrow
+    with open_dataset(str(path)) as handle:
+        return pq.ParquetFile(handle).schema_arrow
 
 
-def parquet_batches(path: Path, wanted: np.ndarray) -> Iterator[pa.RecordBatch]:
-    """The wanted rows in batches, in pool order; only row groups holding one are decoded."""
+def parquet_batches(path: Path | str, wanted: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The wanted rows in batches, in pool order; only row groups holding one are decoded
+    (an S3 pool: only their byte ranges are read)."""
     if len(wanted) == 0:
         return
-    parquet = pq.ParquetFile(path)
+    with open_dataset(str(path)) as handle:
+        yield from _batches(pq.ParquetFile(handle), wanted)
+
+
+def _batches(parquet: pq.ParquetFile, wanted: np.ndarray) -> Iterator[pa.RecordBatch]:
     start = 0
     for group in range(parquet.metadata.num_row_groups):
         size = parquet.metadata.row_group(group).num_rows

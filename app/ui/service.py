@@ -3,6 +3,8 @@ histograms and length bins from the stored scores; a selection's composition by 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -11,11 +13,12 @@ from html import escape
 from pathlib import Path
 from string import Template
 from threading import Lock
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import dataset_available, open_dataset
 from app.core.errors import Conflict, InvalidInput
 from app.core.models import Dataset, Tenant
 from app.jobs.service import get_job
@@ -163,33 +166,34 @@ def _label(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)[:80]
 
 
+def _column_values(handle: IO[bytes], file_format: str, column: str) -> list[Any]:
+    """One column of every row, numbered as the engine numbers rows (app/results/pool_rows)."""
+    if file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(handle, columns=[column]).column(column).to_pylist())
+    if file_format == "csv":  # the csv module keeps a quoted newline inside its cell
+        reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+        return [row.get(column) for row in reader]
+    values = []
+    for line in handle:
+        if not line.strip():
+            break  # blank lines are allowed only at the end
+        row = json.loads(line)
+        values.append(row.get(column) if isinstance(row, dict) else None)
+    return values
+
+
 def read_pool_column(dataset: Dataset, column: str) -> list[str]:
     """The `column` value of every pool row, in pool order (a row's index is its line's)."""
     key = (dataset.id, dataset.sha256, column)
     cached = _column_cache.get(key)
     if cached is not None:
         return cached
-    path = Path(dataset.uri)
-    if not path.is_file():
+    if not dataset_available(dataset.uri):
         raise Conflict(f"The file of dataset '{dataset.id}' is no longer available.")
-    if dataset.file_format == "jsonl":
-        values = []
-        with path.open("rb") as handle:
-            for line in handle:
-                if not line.strip():
-                    break  # blank lines are allowed only at the end
-                row = json.loads(line)
-                values.append(_label(row.get(column) if isinstance(row, dict) else None))
-    else:  # parquet and csv, when the API accepts them
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
-        table = (
-            pq.read_table(path, columns=[column])
-            if dataset.file_format == "parquet"
-            else pcsv.read_csv(path)
-        )
-        values = [_label(v) for v in table.column(column).to_pylist()]
+    with open_dataset(dataset.uri) as handle:
+        values = [_label(value) for value in _column_values(handle, dataset.file_format, column)]
     _column_cache.put(key, values)
     return values
 

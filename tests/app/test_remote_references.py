@@ -8,6 +8,7 @@ import io
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def s3_env(s3_server: tuple[str, Any], service_env: dict[str, str], monkeypatch:
 
 
 def register(client: Any, key: str, uri: str, **extra: Any) -> Any:
-    return client.post("/v1/datasets", json={"uri": uri, **extra}, headers=auth(key))
+    return client.post("/v1/datasets?wait=true", json={"uri": uri, **extra}, headers=auth(key))
 
 
 def problem(response: Any, status: int) -> dict[str, Any]:
@@ -323,10 +324,28 @@ def test_a_job_takes_s3_and_hf_references(
         "validation": "hf://datasets/acme/qa/data/train.jsonl",
         "selection": {"budget": 2},
     }
+    # Issue 15: references are fetched after the answer; the job waits for them, then is sent.
     created = client.post("/v1/jobs", json=body, headers=auth(api_key))
     assert created.status_code == 202, created.text
-    assert created.json()["progress"]["rows_total"] == 5
+    ready = settled_job(client, api_key, created.json()["id"])
+    assert ready["progress"]["rows_total"] == 5
+    assert ready["progress"]["stage"] != "waiting_for_datasets"
     missing = client.post(
         "/v1/jobs", json={**body, "pool": f"s3://{BUCKET}/nope.jsonl"}, headers=auth(api_key)
     )
-    assert problem(missing, 422)["detail"].startswith(f"pool: 's3://{BUCKET}/nope.jsonl' does not")
+    assert missing.status_code == 202, missing.text
+    failed = settled_job(client, api_key, missing.json()["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "invalid_dataset"
+    assert failed["error"]["detail"].startswith("pool: dataset 'ds_")
+    assert f"'s3://{BUCKET}/nope.jsonl' does not" in failed["error"]["detail"]
+
+
+def settled_job(client: Any, key: str, job_id: str) -> dict[str, Any]:
+    """The job once it no longer waits for its datasets (polled: they validate in a thread)."""
+    for _ in range(300):
+        job = dict(client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json())
+        if job["progress"]["stage"] != "waiting_for_datasets":
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still waits for its datasets: {job}")

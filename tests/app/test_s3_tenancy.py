@@ -94,7 +94,7 @@ def world(
 
 
 def register(world: dict[str, Any], who: str, uri: str) -> Any:
-    return world["api"].post("/v1/datasets", json={"uri": uri}, headers=_auth(world[who]))
+    return world["api"].post("/v1/datasets?wait=true", json={"uri": uri}, headers=_auth(world[who]))
 
 
 def _auth(key: str) -> dict[str, str]:

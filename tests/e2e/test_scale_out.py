@@ -1,6 +1,8 @@
 """Scale-out on real processes: one job's scoring shards split between two Celery workers, the
 job's own worker killed mid-scoring and the job resumed, and every time the scores and selection
-identical to the same job on one worker."""
+identical to the same job on one worker. Run against each kind of artifact store (a folder, and
+a real S3 server: moto in server mode), with every process given its own local scratch folder,
+so the workers share nothing but Postgres, Redis and the store."""
 
 from __future__ import annotations
 
@@ -9,16 +11,55 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from benchmarks.perf.workloads import build_small_lm, synthetic_rows
+from tests.app.test_artifact_store import BUCKET, PREFIX, s3_server  # noqa: F401  (a fixture)
 from tests.e2e.processes import running_api, running_worker, wait_for_job
 from tests.service_fixtures import write_jsonl
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["folder", "s3"])
+def store_env(request: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """TOV_ARTIFACT_STORE and its settings: a shared folder, or the moto S3 server's bucket."""
+    if request.param == "folder":
+        yield {"TOV_ARTIFACT_STORE": str(tmp_path / "store")}
+        return
+    endpoint, _ = request.getfixturevalue("s3_server")
+    yield {
+        "TOV_ARTIFACT_STORE": f"s3://{BUCKET}/{PREFIX}/{tmp_path.name}",
+        "TOV_ARTIFACT_S3_ENDPOINT_URL": endpoint,
+        "TOV_ARTIFACT_S3_REGION": "us-east-1",
+        "TOV_ARTIFACT_S3_ACCESS_KEY_ID": "testing",
+        "TOV_ARTIFACT_S3_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+def _own_scratch(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
+    """A process's environment with its own local scratch folder (TOV_ARTIFACT_ROOT)."""
+    return {**env, "TOV_ARTIFACT_ROOT": str(tmp_path / f"scratch-{name}")}
+
+
+def _stored_files(env: dict[str, str], job_id: str, part: str) -> list[str]:
+    """The store's objects under jobs/<job>/<part>, as the services' settings name the store."""
+    from app.core.artifacts import artifact_store
+    from app.core.config import Settings
+
+    settings = Settings(
+        **{
+            k.removeprefix("TOV_").lower(): v
+            for k, v in env.items()
+            if k.startswith("TOV_ARTIFACT")
+        }
+    )
+    return sorted(artifact_store(settings).sizes(f"jobs/{job_id}/{part}"))
 
 
 def _submit(client: httpx.Client, pool: Path, validation_id: str, key: str) -> str:
@@ -76,15 +117,23 @@ def _kill_the_job_worker_mid_scoring(
 
 
 def test_two_workers_split_the_shards_and_select_the_same_rows(
-    service_env: dict[str, str], service_dirs: dict[str, Path], api_key: str, tmp_path: Path
+    service_env: dict[str, str],
+    service_dirs: dict[str, Path],
+    api_key: str,
+    tmp_path: Path,
+    store_env: dict[str, str],
 ) -> None:
     build_small_lm(service_dirs["models"] / "small-llama", hidden=256, layers=2)
     pool = write_jsonl(service_dirs["data"] / "scale_pool.jsonl", synthetic_rows(600, seed=11))
     validation = "".join(json.dumps(r) + "\n" for r in synthetic_rows(8, seed=12)).encode()
     # One helper message a job: a leftover of the first job costs the second phase a pool child.
-    env = {**service_env, "TOV_SCORE_SHARD_ROWS": "40", "TOV_MAX_SHARD_HELPERS": "1"}
+    env = {**service_env, **store_env, "TOV_SCORE_SHARD_ROWS": "40", "TOV_MAX_SHARD_HELPERS": "1"}
     headers = {"Authorization": f"Bearer {api_key}"}
-    with running_api(env, tmp_path) as url:
+
+    def worker(name: str) -> Any:
+        return running_worker(_own_scratch(env, tmp_path, name), tmp_path, name)
+
+    with running_api(_own_scratch(env, tmp_path, "api"), tmp_path) as url:
         client = httpx.Client(base_url=url, headers=headers, timeout=60)
         uploaded = client.post(
             "/v1/datasets?name=scale_val.jsonl",
@@ -94,11 +143,11 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
         assert uploaded.status_code == 201, uploaded.text
         val_id = uploaded.json()["id"]
 
-        with running_worker(env, tmp_path, "solo"):
+        with worker("solo"):
             solo = wait_for_job(client, _submit(client, pool, val_id, "scale-1"), timeout=600)
         assert solo["status"] == "succeeded", (solo, (tmp_path / "solo.log").read_text()[-3000:])
 
-        with running_worker(env, tmp_path, "w1"), running_worker(env, tmp_path, "w2"):
+        with worker("w1"), worker("w2"):
             pair = wait_for_job(client, _submit(client, pool, val_id, "scale-2"), timeout=600)
         logs = "".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("w1", "w2"))
         assert pair["status"] == "succeeded", (pair, logs)
@@ -106,7 +155,7 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
         # The job's own worker is killed (-9, whole process group) mid-scoring: the helper
         # finishes what it can, the reaper re-queues the job when its lease lapses, and the
         # next attempt resumes with the rounds trained and the shards scored.
-        with running_worker(env, tmp_path, "w3") as w3, running_worker(env, tmp_path, "w4") as w4:
+        with worker("w3") as w3, worker("w4") as w4:
             killed_id = _submit(client, pool, val_id, "scale-3")
             victim = _kill_the_job_worker_mid_scoring(killed_id, {"w3": w3, "w4": w4}, tmp_path)
             resumed = wait_for_job(client, killed_id, timeout=600)
@@ -129,3 +178,13 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
     assert pair_results == solo_results  # every score and the selection, bit for bit
     assert killed_results == solo_results
     assert len(pair_results[1]) == 30
+
+    # What the helpers used came through the store: every shard's scores and the trained rounds
+    # are there, and each worker that scored a shard of the pair job holds the rounds in its
+    # own scratch folder (the helper fetched them; nothing is shared on disk but the store).
+    assert len(_stored_files(env, pair["id"], "shards")) == shards
+    assert any(name.endswith("/done") for name in _stored_files(env, pair["id"], "rounds"))
+    for name in ("w1", "w2"):
+        rounds = tmp_path / f"scratch-{name}" / "jobs" / str(pair["id"]) / "rounds"
+        assert list(rounds.rglob("done")), f"{name} scored shards without the trained rounds"
+    assert not (tmp_path / "scratch-api" / "datasets").exists()  # uploads went to the store

@@ -181,7 +181,7 @@ def test_no_ssrf_url_reaches_the_canary(remote_env: Any, service_dirs: dict[str,
         urls = ssrf_urls(canary.port)
         for url, phrases in urls:
             for response in (
-                client.post("/v1/datasets", json={"uri": url}, headers=headers),
+                client.post("/v1/datasets?wait=true", json={"uri": url}, headers=headers),
                 client.post("/v1/jobs", json={"pool": url, "validation": url}, headers=headers),
             ):
                 assert 400 <= response.status_code < 500, (url, response.text)
@@ -208,7 +208,7 @@ def test_dns_is_resolved_once_and_the_checked_address_is_the_one_connected(
     monkeypatch.setattr(network, "_getaddrinfo", rebinding)
     with canary_listener() as canary:
         response = client.post(
-            "/v1/datasets",
+            "/v1/datasets?wait=true",
             json={"uri": f"https://rebind.test:{canary.port}/pool.jsonl"},
             headers={"Authorization": f"Bearer {key}"},
         )
@@ -226,7 +226,7 @@ def test_the_allow_list_is_enforced(remote_env: Any, monkeypatch: pytest.MonkeyP
     headers = {"Authorization": f"Bearer {key}"}
     monkeypatch.setattr(get_settings(), "remote_hosts", [])
     off = client.post(
-        "/v1/datasets", json={"uri": "https://data.example.com/a.jsonl"}, headers=headers
+        "/v1/datasets?wait=true", json={"uri": "https://data.example.com/a.jsonl"}, headers=headers
     )
     assert off.status_code == 422
     assert "remote references are disabled" in off.json()["detail"]
@@ -239,7 +239,7 @@ def test_the_allow_list_is_enforced(remote_env: Any, monkeypatch: pytest.MonkeyP
         ("https://evil.test/a.jsonl", False),
         ("https://xcorp.example/a.jsonl", False),
     ):
-        response = client.post("/v1/datasets", json={"uri": url}, headers=headers)
+        response = client.post("/v1/datasets?wait=true", json={"uri": url}, headers=headers)
         assert response.status_code == 422, response.text
         on_list = "allow-list" not in response.json()["detail"]
         assert on_list == allowed, (url, response.json()["detail"])
@@ -354,7 +354,7 @@ def files_server(
 
 def _register(env: dict[str, Any], path: str, host: str = "files.test") -> Any:
     return env["client"].post(
-        "/v1/datasets",
+        "/v1/datasets?wait=true",
         json={"uri": f"https://{host}:{env['port']}{path}"},
         headers={"Authorization": f"Bearer {env['key']}"},
     )
@@ -431,7 +431,7 @@ def test_control_without_the_address_rules_the_canary_is_hit(
     monkeypatch.setattr(network, "address_refusal", lambda address: None)
     with canary_listener() as canary:
         response = client.post(
-            "/v1/datasets",
+            "/v1/datasets?wait=true",
             json={"uri": f"https://127.0.0.1:{canary.port}/pool.jsonl"},
             headers={"Authorization": f"Bearer {key}"},
         )

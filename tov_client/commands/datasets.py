@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tov_client.client import Client
 from tov_client.commands.common import JsonOpt, emit_json, err, errors_reported, out, when
+from tov_client.datasets import PAGE
 from tov_client.models import Dataset
 from tov_client.progress import transfer_progress
 
@@ -73,11 +74,26 @@ def datasets_register(
 
 
 @datasets_app.command("list")
-def datasets_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List your datasets, newest first."""
+def datasets_list(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=500, help="One page of N (default: every dataset).")
+    ] = None,
+    cursor: Annotated[str | None, typer.Option(help="Continue from a previous page.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List your datasets, newest first: all of them, or one page with --limit/--cursor."""
     with errors_reported(as_json), ctx.obj.client() as client:
-        rows = client.list_datasets()
-    _print(rows, as_json)
+        if limit is None and cursor is None:
+            _print(client.list_datasets(), as_json)
+            return
+        page = client.dataset_page(limit=limit or PAGE, cursor=cursor)
+    if as_json:  # a page as GET /v1/jobs shows one: {"items": [...], "next_cursor": ...}
+        emit_json(page)
+        return
+    _print(page.items, as_json)
+    if page.next_cursor:
+        err.print(f"more: --cursor {page.next_cursor}", highlight=False)
 
 
 @datasets_app.command("show")

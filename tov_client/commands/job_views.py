@@ -60,7 +60,9 @@ def show_job(job: Job) -> None:
 
 
 def show_events(history: list[JobEvent]) -> None:
-    table = Table("at", "kind", "attempt", "message")
+    table = Table("id", "at", "kind", "attempt", "message")
     for e in history:
-        table.add_row(when(e.at), e.kind, str(e.attempt), e.message)
+        table.add_row(
+            "" if e.id is None else str(e.id), when(e.at), e.kind, str(e.attempt), e.message
+        )
     out.print(table)

@@ -86,6 +86,13 @@ def jobs_create(
     task: Annotated[str | None, typer.Option(help="causal_lm | token_classification")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per example.")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="auto | float32 | bfloat16: bf16 frozen base weights (LoRA weights and the "
+            "scores stay float32); auto picks bfloat16 on a GPU that supports it."
+        ),
+    ] = None,
     tov: Annotated[
         list[str] | None,
         typer.Option("--tov", help="A ToV knob as KEY=VALUE (rounds=2, lora={...}); repeatable."),
@@ -125,6 +132,7 @@ def jobs_create(
             task=task,
             seed=seed,
             max_length=max_length,
+            precision=precision,
             tov=tov_params or None,
             selection=selection or None,
             metadata=meta or None,
@@ -179,7 +187,7 @@ def jobs_show(
     """Show a job's status, progress and parameters."""
     with errors_reported(as_json), ctx.obj.client() as client:
         job = client.get_job(job_id)
-        history = client.job_events(job_id) if events else []
+        history = list(client.iter_job_events(job_id)) if events else []
     if as_json:
         data = job.model_dump(mode="json")
         if events:
@@ -189,6 +197,30 @@ def jobs_show(
     show_job(job)
     if events:
         show_events(history)
+
+
+@jobs_app.command("events")
+def jobs_events(
+    ctx: typer.Context,
+    job_id: str,
+    after: Annotated[int, typer.Option(min=0, help="Only events with an id above this.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="One page of N (default: every event).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a job's events, oldest first: all of them, or one page with --after/--limit."""
+    with errors_reported(as_json), ctx.obj.client() as client:
+        if limit is None:
+            history = list(client.iter_job_events(job_id, after=after))
+        else:
+            history = client.job_events(job_id, after=after, limit=limit)
+    if as_json:
+        emit_json(history)
+        return
+    show_events(history)
+    if limit is not None and len(history) == limit and history[-1].id is not None:
+        err.print(f"more: --after {history[-1].id}", highlight=False)
 
 
 @jobs_app.command("cancel")

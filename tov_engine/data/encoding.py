@@ -102,6 +102,20 @@ def encode_tagged(
     return list(enc["input_ids"]), labels, len(seen) < len(record["tokens"])
 
 
+def fit_causal(ids: list[int], mask: list[bool], max_length: int) -> tuple[list[int], list[bool]]:
+    """Cut a row longer than max_length so that its response survives.
+
+    The prompt goes first, from the left (keeping one token before the first loss-bearing one,
+    which predicts it); only if the response alone is still too long is its end cut. A row that
+    fits is returned as it is.
+    """
+    if len(ids) <= max_length:
+        return ids, mask
+    first = next((i for i, m in enumerate(mask) if m), len(ids))
+    drop = min(len(ids) - max_length, max(first - 1, 0))
+    return ids[drop:][:max_length], mask[drop:][:max_length]
+
+
 def label_set(rows: Iterable[dict[str, Any]], file: str) -> list[Any]:
     """Sorted distinct tags of token-classification rows (all strings or all ints)."""
     tags: set[Any] = set()
@@ -121,7 +135,8 @@ def encode_rows(
     folder: Path | None = None,
     chunk_tokens: int | None = None,
 ) -> EncodedSet:
-    """Tokenise rows into an EncodedSet, cutting each to max_length tokens.
+    """Tokenise rows into an EncodedSet, cutting each to max_length tokens (fit_causal: the
+    prompt is cut from the left first, so the response is kept).
 
     Rows are consumed one at a time (pass a stream such as read_rows) and written out in chunks, so
     memory stays bounded whatever the number of rows.
@@ -143,7 +158,7 @@ def encode_rows(
             else:
                 ids, mask = encode_causal(tokenizer, record)
                 cut = len(ids) > max_length
-                ids, mask = ids[:max_length], mask[:max_length]
+                ids, mask = fit_causal(ids, mask, max_length)
                 labels = [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]
             writer.add(ids, labels, cut)
         return writer.finish()

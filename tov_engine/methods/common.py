@@ -12,6 +12,13 @@ import torch
 from tov_engine.errors import ConfigError
 from tov_engine.job import Job, SelectionOutcome, draw_base
 from tov_engine.model.loading import load_model, resolve_device
+from tov_engine.model.precision import (
+    apply_determinism,
+    attach,
+    float32_compute,
+    resolve_precision,
+    upcast_trainable,
+)
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.progress import Tracker
 from tov_engine.selection import select
@@ -22,11 +29,27 @@ TRAIN_COST = 3.0  # a training row costs about three forward passes (forward + b
 
 
 def build_surrogate(job: Job) -> Surrogate:
-    """Load the model onto the job's device and attach the adapters, seeded."""
+    """Load the model onto the job's device in its precision policy and attach the adapters,
+    seeded; the policy's determinism switch is applied to the process here."""
     device = resolve_device(job.config.device)
+    policy = resolve_precision(job.config.precision, device, job.config.deterministic)
+    apply_determinism(policy)
+    lora = job.config.tov.lora.enabled
     torch.manual_seed(job.config.seed)  # a new classification head and LoRA init are random
-    model = load_model(job.model, task=job.config.task, device=device, labels=job.labels)
-    return Surrogate(model, job.config.tov.lora, job.config.task)
+    model = load_model(
+        job.model,
+        task=job.config.task,
+        device=device,
+        labels=job.labels,
+        dtype=policy.weights_dtype(lora),
+    )
+    surrogate = Surrogate(model, job.config.tov.lora, job.config.task)
+    if policy.bf16 and lora:
+        upcast_trainable(surrogate.model)
+        float32_compute(surrogate.model)
+    attach(surrogate.model, policy, lora)
+    job.stats["precision"] = policy.name
+    return surrogate
 
 
 def split_pool(job: Job) -> tuple[np.ndarray, np.ndarray, int]:

@@ -1,8 +1,7 @@
-"""Loading a model and tokenizer from a local folder; the device and autocast."""
+"""Loading a model and tokenizer from a local folder; the device."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,6 @@ def resolve_device(device: str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (weights stay float32); nothing on CPU, where bf16 is slow."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _model_dir(model: str | Path) -> Path:
@@ -61,13 +53,19 @@ def load_tokenizer(model: str | Path) -> Any:
 
 
 def load_model(
-    model: str | Path, *, task: str, device: torch.device, labels: list[Any] | None = None
+    model: str | Path,
+    *,
+    task: str,
+    device: torch.device,
+    labels: list[Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
-    """Load float32 weights (safetensors only, no remote code) onto `device`.
+    """Load the weights (safetensors only, no remote code) in `dtype` onto `device`.
 
     Args:
         model: local folder. task: "causal_lm" or "token_classification".
         device: target device. labels: the tag set (token classification; a new head of this size).
+        dtype: the dtype the weights load in, directly (the precision policy's weights_dtype).
     Returns:
         The transformers model.
     """
@@ -75,7 +73,7 @@ def load_model(
 
     path = _model_dir(model)
     common: dict[str, Any] = dict(
-        dtype=torch.float32, trust_remote_code=False, use_safetensors=True, local_files_only=True
+        dtype=dtype, trust_remote_code=False, use_safetensors=True, local_files_only=True
     )
     try:
         if task == "causal_lm":

@@ -11,6 +11,7 @@ from torch import nn
 
 from tov_engine.data.batching import Batch
 from tov_engine.data.encoded import IGNORE
+from tov_engine.model.head import full_values, shortcut_ok, shortcut_values
 
 HEAD_CHUNK = 2048  # loss positions per output-head call: bounds the (M, V) logits held at once
 
@@ -24,14 +25,6 @@ class TokenLogprobs:
     rows: int  # B
 
 
-def _plain_head(model: Any) -> bool:
-    # The hidden-state shortcut is exact only when logits = head(hidden), with no soft-capping or
-    # scaling applied after the head; otherwise fall back to the model's own forward.
-    config = getattr(model, "config", None)
-    extras = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
-    return config is not None and all(getattr(config, name, None) in (None, 1.0) for name in extras)
-
-
 def _unwrap(model: nn.Module) -> Any:
     # A peft model keeps the transformers model at .base_model.model; LoRA layers live inside it.
     inner = getattr(getattr(model, "base_model", None), "model", None)
@@ -42,24 +35,12 @@ def _causal(model: nn.Module, batch: Batch) -> TokenLogprobs:
     hf = _unwrap(model)
     targets = batch.labels[:, 1:]  # (B, T-1): token t is predicted at position t-1
     where = (targets != IGNORE).nonzero(as_tuple=True)
-    if _plain_head(hf):
+    ids, mask = batch.input_ids, batch.attention_mask
+    if shortcut_ok(model, hf, ids, mask, targets, IGNORE, HEAD_CHUNK):
         # Run only the loss-bearing positions through the head: prompts and padding cost nothing.
-        hidden = hf.base_model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask
-        ).last_hidden_state[:, :-1]  # (B, T-1, H)
-        picked = hidden[where]  # (M, H)
-        gold = targets[where]  # (M,)
-        head = hf.get_output_embeddings()
-        parts = [
-            -F.cross_entropy(
-                head(picked[i : i + HEAD_CHUNK]).float(), gold[i : i + HEAD_CHUNK], reduction="none"
-            )
-            for i in range(0, len(gold), HEAD_CHUNK)
-        ]
-        values = torch.cat(parts) if parts else picked.new_zeros(0)
+        values = shortcut_values(hf, ids, mask, where, targets, HEAD_CHUNK)
     else:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        values = -F.cross_entropy(logits[:, :-1][where].float(), targets[where], reduction="none")
+        values = full_values(model, ids, mask, where, targets)
     return TokenLogprobs(values=values, row=where[0], rows=len(batch.rows))
 
 
@@ -82,14 +63,33 @@ def token_logprobs(model: nn.Module, batch: Batch, task: str) -> TokenLogprobs:
     return _causal(model, batch) if task == "causal_lm" else _tagged(model, batch)
 
 
+def _row_sums(values: torch.Tensor, lp: TokenLogprobs) -> torch.Tensor:
+    """(B,) per-row sums of (M,) values, in a fixed order on every device.
+
+    index_add accumulates with atomics on CUDA (a different order each run); on CPU it is
+    sequential, so the CPU keeps it (unchanged numerics) and other devices use ordered_row_sums."""
+    if values.device.type == "cpu":
+        zeros = torch.zeros(lp.rows, dtype=values.dtype, device=values.device)
+        return zeros.index_add(0, lp.row, values)
+    return ordered_row_sums(values, lp)
+
+
+def ordered_row_sums(values: torch.Tensor, lp: TokenLogprobs) -> torch.Tensor:
+    """Per-row sums through a one-hot (B, M) matmul: the same result on every run of a GPU
+    (B x M floats, a few MB at the batch sizes used)."""
+    rows = torch.arange(lp.rows, device=values.device)
+    onehot = (rows.unsqueeze(1) == lp.row.unsqueeze(0)).to(values.dtype)  # (B, M)
+    with torch.autocast(values.device.type, enabled=False):  # sums stay in the values' dtype
+        return onehot @ values
+
+
 def row_means(values: torch.Tensor, lp: TokenLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row means of per-position `values`, and the per-row position counts.
 
     Returns:
         (means (B,), counts (B,)); a row with no positions has mean NaN.
     """
-    sums = torch.zeros(lp.rows, dtype=values.dtype, device=values.device)
-    sums = sums.index_add(0, lp.row, values)
+    sums = _row_sums(values, lp)
     counts = torch.bincount(lp.row, minlength=lp.rows).to(values.dtype)
     return sums / counts, counts
 
@@ -104,8 +104,7 @@ def row_weighted_sums(
     Returns:
         (B,) sums; a row with no positions is NaN (never picked by score), as with row_means.
     """
-    sums = torch.zeros(lp.rows, dtype=values.dtype, device=values.device)
-    sums = sums.index_add(0, lp.row, values * weights.to(values.dtype))
+    sums = _row_sums(values * weights.to(values.dtype), lp)
     counts = torch.bincount(lp.row, minlength=lp.rows)
     return torch.where(counts > 0, sums, torch.full_like(sums, float("nan")))
 

@@ -4,9 +4,11 @@ peft's LoRA layer computes W x + s B (A x): two extra low-rank matmuls and two p
 layer's output for every linear layer of every forward, about a third of a SmolLM2 forward on CPU.
 A scoring pass runs one adapter over many batches without gradients, so `merged` computes
 W' = W + s B A once per pass, into a weight of its own (the base weights are never modified, so
-nothing drifts), and every LoRA layer runs one plain linear with it. On CUDA W' is kept in the
-autocast dtype (bf16), which also spares the per-forward cast of the float32 base weights.
-Memory: one extra copy of the adapted linear weights (bf16 on CUDA), held during the pass.
+nothing drifts), and every LoRA layer runs one plain linear with it.
+W' is float32: the difference between the two adapters is small and most of it would fall below
+bf16's rounding of W' (issue 14). Under the bfloat16 precision policy (precision.py) the base
+weights are bf16 and nothing is folded: the LoRA branch runs unfolded, in float32.
+Memory: one extra float32 copy of the adapted linear weights, held during the pass.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def _mergeable(layer: Any, name: str) -> bool:
         and getattr(layer.lora_B[name], "bias", None) is None
         and not layer.merged
         and not layer.disable_adapters
+        and base.weight.dtype == torch.float32  # bf16 base weights: the branch runs unfolded
     )
 
 
@@ -61,11 +64,6 @@ class _Folded(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
-
-
-def _dtype(model: nn.Module) -> torch.dtype | None:
-    # loading.autocast runs CUDA in bf16: W' in bf16 is what autocast would cast it to anyway.
-    return torch.bfloat16 if next(model.parameters()).device.type == "cuda" else None
 
 
 @contextlib.contextmanager
@@ -81,7 +79,6 @@ def merged(surrogate: Adapters, which: str) -> Iterator[None]:
         logger.debug("adapter %s is not folded: a LoRA layer is not a plain linear one", which)
         yield
         return
-    dtype = _dtype(surrogate.model)
     try:
         with torch.no_grad():
             for layer in layers:
@@ -92,7 +89,7 @@ def merged(surrogate: Adapters, which: str) -> Iterator[None]:
                     layer.lora_A[which].weight,
                     alpha=layer.scaling[which],
                 )
-                folded = _Folded(weight.to(dtype) if dtype is not None else weight, base.bias)
+                folded = _Folded(weight, base.bias)
                 object.__setattr__(layer, "forward", folded.forward)
         yield
     finally:

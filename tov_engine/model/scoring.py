@@ -23,8 +23,8 @@ from torch import nn
 
 from tov_engine.data.batching import Batch, make_batch
 from tov_engine.data.encoded import IGNORE, EncodedSet
-from tov_engine.model.loading import autocast
 from tov_engine.model.logprob import TokenLogprobs, row_means, row_weighted_sums, token_logprobs
+from tov_engine.model.precision import compute
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.progress import Tracker
 
@@ -103,7 +103,7 @@ def run_pass(
         with torch.inference_mode():
             for rows in batches:
                 batch = make_batch(encoded, rows, pad_id, device)
-                with autocast(device):
+                with compute(model):
                     scores[rows] = combine(batch).float().cpu().numpy()
                 if tracker is not None:
                     tracker.advance("score", units(len(rows)) if units else len(rows))

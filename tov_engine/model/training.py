@@ -11,8 +11,8 @@ from torch import nn
 
 from tov_engine.data.batching import make_batch, training_batches
 from tov_engine.data.encoded import EncodedSet
-from tov_engine.model.loading import autocast
 from tov_engine.model.logprob import mean_loss, token_logprobs
+from tov_engine.model.precision import compute
 from tov_engine.progress import Tracker
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def train_epoch(
     losses: list[float] = []
     for rows in training_batches(order, plan.batch_size):
         batch = make_batch(plan.encoded, rows, plan.pad_id, device)
-        with autocast(device):
+        with compute(model):
             loss = mean_loss(token_logprobs(model, batch, plan.task))
         if loss is not None:
             optimizer.zero_grad(set_to_none=True)

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Bump when a cache entry's layout or the numerics behind it change (3: keys from `fingerprint`).
-CACHE_FORMAT = 3
+# Bump when a cache entry's layout or the numerics behind it change (3: keys from `fingerprint`;
+# 4: long rows keep their response, the prompt cut from the left).
+CACHE_FORMAT = 4
 
 
 def fingerprint(*parts: Any, kind: str | None = None) -> str:

@@ -1,10 +1,12 @@
 """A staged (scaled-out) ToV job, run by the job's own worker: train, share the scoring, join.
 
-Stages (tov_engine.StagedToV): every round trained here and its adapters saved under the job's
-folder in the artifact store; the scoring plan cut into shards of about `score_shard_rows` rows,
-recorded in `job_shard`; one `tov.score_shards` message sent per extra shard so idle workers help;
-this worker then scores shards too, waits for the ones others hold, takes over any whose worker
-died, and joins the shards' scores into the outcome the caller publishes.
+Stages (tov_engine.StagedToV): every round trained here in the job's local scratch folder (rounds
+another host already trained are fetched from the artifact store first) and its adapters sent to
+the store, where helpers on other hosts fetch them; the scoring plan cut into shards of about
+`score_shard_rows` rows, recorded in `job_shard`; one `tov.score_shards` message sent per extra
+shard so idle workers help; this worker then scores shards too, waits for the ones others hold,
+takes over any whose worker died, and joins the shards' scores into the outcome the caller
+publishes.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from app.core.models import JobShard, JobStage
 from app.core.queue import publish_shard_helpers
 from tov_engine import Cancelled, ProgressEvent, SelectionOutcome, StagedToV, prepare_staged
 from worker.attempt import AttemptContext
-from worker.engine_bridge import JobInputs, job_folder
+from worker.engine_bridge import JobInputs
 from worker.shard_scoring import ShardScorer
 from worker.shards import (
     ShardsExhausted,
     load_shards,
     record_shards,
+    rounds_folder,
     shard_state,
+    sync_rounds,
     worker_identity,
 )
 
@@ -42,11 +46,13 @@ def run(context: AttemptContext, inputs: JobInputs) -> list[SelectionOutcome]:
         context.progress.report(JobStage.TRAIN, share * event.fraction, None, event.message)
 
     started = time.monotonic()
+    sync_rounds(settings, job_id, upload=False)  # a resumed attempt: rounds trained elsewhere
     staged.train(
-        job_folder(settings, job_id) / "rounds",
+        rounds_folder(settings, job_id),
         progress=on_train,
         should_cancel=context.should_stop,
     )
+    sync_rounds(settings, job_id, upload=True)  # before any helper is asked
     seconds_train = time.monotonic() - started
     shards = staged.shards(settings.score_shard_rows)
     with context.sessions() as session:

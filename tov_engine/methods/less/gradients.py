@@ -14,8 +14,8 @@ from torch import nn
 from tov_engine.data.batching import make_batch, plan_buckets
 from tov_engine.data.encoded import EncodedSet
 from tov_engine.job import Job
-from tov_engine.model.loading import autocast
 from tov_engine.model.logprob import mean_loss, row_means, token_logprobs
+from tov_engine.model.precision import compute
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ class Projector:
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + start)
         shape = (stop - start, self.d)
         signs = torch.randint(0, 2, shape, generator=gen, device=self.device, dtype=torch.int8)
-        return (signs.float() * 2 - 1).div_(math.sqrt(self.d))  # (stop-start, d)
+        # (2 s - 1) / sqrt(d) as always, written in one pass instead of three (same values).
+        scale = torch.ones((), device=self.device).div_(math.sqrt(self.d))
+        return torch.where(signs.view(torch.bool), scale, -scale)  # (stop-start, d)
 
     def __call__(self, grads: torch.Tensor) -> torch.Tensor:
         """(B, P) -> (B, d)."""
@@ -67,7 +69,7 @@ def example_gradient(
     """One row's flattened gradient (the reference path; batch_gradients computes the same)."""
     device = params[0].device
     batch = make_batch(enc, [row], int(job.tokenizer.pad_token_id), device)
-    with autocast(device):
+    with compute(model):
         loss = mean_loss(token_logprobs(model, batch, job.config.task))
     if loss is None:
         return None

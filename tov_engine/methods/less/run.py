@@ -22,23 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from tov_engine.data.batching import make_batch
-from tov_engine.data.encoded import EncodedSet
 from tov_engine.data.files import read_rows
 from tov_engine.errors import ConfigError
 from tov_engine.job import Job, SelectionOutcome, job_parts
 from tov_engine.methods.common import TRAIN_COST, build_surrogate
+from tov_engine.methods.less.features import features as _features
 from tov_engine.methods.less.gradients import (
     GRADIENT_BUFFER,
     Checkpoint,
     Projector,
-    adam_direction,
-    batch_gradients,
-    example_gradient,
     gradient_batches,
-    linear_owners,
 )
-from tov_engine.model.loading import autocast
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.model.training import EpochPlan, make_optimizer, train_epoch
 from tov_engine.progress import Tracker
@@ -147,52 +141,6 @@ def _resume_warmup(
             schedule.load_state_dict(store.load_state(last, "schedule.pt"))
         logger.info("LESS: resumed %d warmup epochs from %s", len(checkpoints), store.root)
     return checkpoints
-
-
-def _features(
-    job: Job,
-    s: Surrogate,
-    enc: EncodedSet,
-    batches: list[np.ndarray],
-    ck: Checkpoint,
-    project: Projector,
-    adam: bool,
-    tracker: Tracker,
-) -> torch.Tensor:
-    """(rows, d) projected, L2-normalised gradients of the batches' rows, in the order of
-    np.concatenate(batches); zero rows for rows without loss tokens.
-
-    Each batch (up to GRADIENT_BUFFER rows, see gradient_batches) gets per-row gradients from one
-    backward pass (batch_gradients); a model whose trainable parameters are not all Linear layers
-    falls back to one backward per row."""
-    params = s.params("base")
-    out = torch.zeros(sum(len(b) for b in batches), project.d)
-    s.model.eval()  # no dropout: a gradient per example, not per dropout mask
-    owners = linear_owners(s.model, params)
-    pad_id = int(job.tokenizer.pad_token_id)
-    device = params[0].device
-    at = 0
-    for chunk in batches:
-        g: torch.Tensor | None
-        if owners is not None:
-            batch = make_batch(enc, chunk, pad_id, device)
-            with autocast(device):
-                g, ok = batch_gradients(s.model, params, owners, batch, job.config.task)
-            keep = np.flatnonzero(ok.numpy())
-            g = g[ok.to(g.device)]
-        else:
-            found = [example_gradient(s.model, params, job, enc, int(r)) for r in chunk]
-            keep = np.asarray([i for i, v in enumerate(found) if v is not None], dtype=np.int64)
-            vs = [v for v in found if v is not None]
-            g = torch.stack(vs) if vs else None
-        if g is not None and len(keep):
-            g = adam_direction(g, ck) if adam else g
-            feats = project(g)  # (B, d)
-            out[torch.from_numpy(at + keep)] = nn.functional.normalize(feats, dim=1).cpu()
-        at += len(chunk)
-        tracker.advance("score", len(chunk))
-    s.model.train()
-    return out
 
 
 def _cosines(

@@ -16,6 +16,7 @@ from tov_engine.job import Job, SelectionOutcome, job_parts
 from tov_engine.methods.common import TRAIN_COST, build_surrogate, finish_selection, split_pool
 from tov_engine.methods.tov.trajectory import Trajectory, run_tov, score_units
 from tov_engine.model.loading import resolve_device
+from tov_engine.model.precision import resolve_precision
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.progress import Tracker
 from tov_engine.store.checkpoints import RoundCheckpoints
@@ -62,6 +63,9 @@ def base_key_parts(job: Job, base: np.ndarray, batches: list[np.ndarray]) -> dic
         "max_length": job.config.max_length,
         "seed": job.config.seed,
         "device": resolve_device(job.config.device).type,
+        "precision": resolve_precision(
+            job.config.precision, resolve_device(job.config.device)
+        ).name,
         "base": hashlib.sha256(base.astype(np.int64).tobytes()).hexdigest(),
         "learning_rate": cfg.learning_rate,
         "batch_size": cfg.batch_size,
