@@ -15,7 +15,7 @@ from app.core.limits import check_upload_rate
 from app.core.models import Dataset, DatasetStatus, Tenant, new_id, utcnow
 from app.datasets.service import (
     Prepared,
-    _add,
+    add_prepared,
     end_transaction,
     get_dataset,
     prepare_reference,
@@ -112,15 +112,7 @@ def resolve_reference(
                 raise InvalidInput(failed_detail(dataset), errors=dataset.errors)
             return dataset
         if prepared is not None:
-            return _add(
-                session,
-                tenant,
-                dataset_id=prepared.dataset_id,
-                name=prepared.name,
-                uri=prepared.uri,
-                summary=prepared.summary,
-                uploaded=prepared.uploaded,
-            )
+            return add_prepared(session, tenant, prepared)
         if is_remote(ref):
             return register_later(
                 session=session, settings=settings, tenant=tenant, uri=ref, name=None

@@ -50,20 +50,22 @@ def _store(
     return dataset_id, store.url(key), summary
 
 
-def _add(
-    session: Session,
-    tenant: Tenant,
-    *,
-    dataset_id: str,
-    name: str,
-    uri: str,
-    summary: DatasetSummary,
-    uploaded: bool,
-) -> Dataset:
+@dataclass(frozen=True)
+class Prepared:
+    """A reference fetched and validated, not yet a row: made with no transaction open."""
+
+    dataset_id: str
+    name: str
+    uri: str  # where the bytes are now
+    summary: DatasetSummary
+    uploaded: bool
+
+
+def add_prepared(session: Session, tenant: Tenant, prepared: Prepared) -> Dataset:
     """Add the dataset's row (its columns are the summary's fields) and flush it."""
-    dataset = Dataset(
-        id=dataset_id, tenant_id=tenant.id, name=name, uri=uri, uploaded=uploaded, **asdict(summary)
-    )
+    named = {"id": prepared.dataset_id, "name": prepared.name, "uri": prepared.uri}
+    columns = {**named, "uploaded": prepared.uploaded, **asdict(prepared.summary)}
+    dataset = Dataset(tenant_id=tenant.id, **columns)
     session.add(dataset)
     session.flush()
     return dataset
@@ -91,15 +93,7 @@ async def upload_dataset(
     dataset_id, stored, summary = await run_in_threadpool(
         _store, temp, settings=settings, tenant=tenant, name=name, declared=declared
     )
-    return _add(
-        session,
-        tenant,
-        dataset_id=dataset_id,
-        name=name,
-        uri=stored,
-        summary=summary,
-        uploaded=True,
-    )
+    return add_prepared(session, tenant, Prepared(dataset_id, name, stored, summary, uploaded=True))
 
 
 def _upload_limit(
@@ -113,17 +107,6 @@ def _upload_limit(
     if content_length.isdigit() and int(content_length) > room.left:
         raise over_quota(tenant, room, int(content_length))
     return room.left, lambda: over_quota(tenant, room, None)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A reference fetched and validated, not yet a row: made with no transaction open."""
-
-    dataset_id: str
-    name: str
-    uri: str  # where the bytes are now
-    summary: DatasetSummary
-    uploaded: bool
 
 
 def end_transaction(session: Session) -> None:
@@ -179,15 +162,7 @@ def register_dataset(
     prepared = prepare_reference(
         uri, settings=settings, tenant=tenant, name=name, check_quota=check_quota
     )
-    return _add(
-        session,
-        tenant,
-        dataset_id=prepared.dataset_id,
-        name=prepared.name,
-        uri=prepared.uri,
-        summary=prepared.summary,
-        uploaded=prepared.uploaded,
-    )
+    return add_prepared(session, tenant, prepared)
 
 
 def _validate_in_place(fetched: Fetched, shown: str, settings: Settings) -> DatasetSummary:

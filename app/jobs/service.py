@@ -245,6 +245,11 @@ def eta_seconds(job: Job) -> float | None:
     return max(0.0, elapsed * (1 - job.progress) / job.progress)
 
 
+# JobRead's fields that are the job row's columns of the same name.
+COPIED_FIELDS: tuple[str, ...] = ("id", "status", "model", "task", "method", "params", "seed")
+COPIED_FIELDS += ("attempt", "stats", "created_at", "started_at", "finished_at")
+
+
 def to_read(job: Job) -> JobRead:
     base = f"/v1/jobs/{job.id}"
     targets = target_dataset_ids(job)
@@ -253,33 +258,24 @@ def to_read(job: Job) -> JobRead:
         links[f"selection_{k}"] = f"{base}/selection?target={k}"
         links[f"scores_{k}"] = f"{base}/scores?target={k}"
     error = JobError(code=job_error_code(job.error_code), detail=job.error) if job.error else None
+    progress = Progress(
+        stage=job.stage,
+        fraction=round(job.progress, 4),
+        rows_done=job.rows_done,
+        rows_total=job.rows_total,
+        eta_seconds=eta_seconds(job),
+        message=job.message,
+    )
+    copied = {name: getattr(job, name) for name in COPIED_FIELDS}
     return JobRead(
-        id=job.id,
-        status=job.status,
-        progress=Progress(
-            stage=job.stage,
-            fraction=round(job.progress, 4),
-            rows_done=job.rows_done,
-            rows_total=job.rows_total,
-            eta_seconds=eta_seconds(job),
-            message=job.message,
-        ),
+        **copied,
+        progress=progress,
         pool=job.pool_dataset_id,
         validation=job.validation_dataset_id,
         targets=targets,
         k=len(targets),
-        model=job.model,
-        task=job.task,
-        method=job.method,
-        params=job.params,
-        seed=job.seed,
         metadata=job.job_metadata,
-        attempt=job.attempt,
         error=error,
-        stats=job.stats,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
         links=links,
     )
 

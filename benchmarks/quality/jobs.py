@@ -12,6 +12,7 @@ Both write their result as JSON to `out_path`; the parent reads it after the chi
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import resource
 import shutil
@@ -58,6 +59,11 @@ def min_per_bin(spec: dict[str, Any]) -> int:
     With k < 10 score picks 10 bins leave each bin at most one pick, which forces length
     diversity and discards the score whenever the target's rows share a length range."""
     return int(spec["engine"].get("min_per_bin", 0))
+
+
+def _plain(value: Any) -> Any:
+    """A stat as JSON: numbers as floats; text and lists (the unfit rows) as they are."""
+    return float(value) if isinstance(value, numbers.Real) else value
 
 
 def selection_job(spec: dict[str, Any], out_path: str) -> None:
@@ -158,7 +164,7 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         "peak_rss_mb": peak,
         "start_rss_mb": start_rss,
         "disk_mb": disk,
-        "stats": {k: float(v) for k, v in outcome.stats.items()},
+        "stats": {k: _plain(v) for k, v in outcome.stats.items()},
     }
     Path(out_path).write_text(json.dumps(result) + "\n")
 

@@ -122,10 +122,11 @@ def test_idempotency_counts_the_targets_in_order(client: Any, api_key: str) -> N
         headers=headers,
     )
     assert single.status_code == 409
-    # A single-target body hashes as it did before `targets` existed (retries across upgrades).
+    # A single-target body hashes as it did before `targets` (and `precision`) existed
+    # (retries across upgrades).
     parsed = JobCreate.model_validate({"pool": pool, "validation": a})
     legacy = parsed.model_dump(mode="json")
-    del legacy["targets"]
+    del legacy["targets"], legacy["precision"]
     canonical = json.dumps(legacy, sort_keys=True, separators=(",", ":")).encode()
     assert request_hash(parsed) == hashlib.sha256(canonical).hexdigest()
 
