@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any
 
@@ -105,7 +106,7 @@ class LeaseLost(Exception):
     """Another attempt owns the job now; this one must stop without writing."""
 
 
-class RenewalThread(threading.Thread):
+class RenewalThread(threading.Thread, ABC):
     """Calls `beat` every `period` seconds until stopped; a failed beat is logged, not fatal
     (the database may be briefly down; the lease has slack)."""
 
@@ -115,8 +116,9 @@ class RenewalThread(threading.Thread):
         self._stop_event = threading.Event()
         self.done = threading.Event()  # the attempt is over (stop() was called)
 
+    @abstractmethod
     def beat(self) -> None:
-        raise NotImplementedError
+        """Renew the lease once."""
 
     def run(self) -> None:
         while not self._stop_event.wait(self.period):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-class HttpMiddleware:
+class HttpMiddleware(ABC):
     """Wraps an ASGI app: HTTP requests go through `handle`, other scopes (lifespan) pass by."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -17,6 +19,6 @@ class HttpMiddleware:
             return
         await self.handle(scope, receive, send)
 
+    @abstractmethod
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One HTTP request; subclasses call `self.app` to pass it on."""
-        raise NotImplementedError

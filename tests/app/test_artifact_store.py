@@ -16,7 +16,7 @@ import pytest
 
 from tests.app.test_datasets_api import auth
 from tests.app.test_download_matrix import parse, upload
-from tests.app.test_remote_references import _free_port
+from tests.s3_server import moto_s3
 
 BUCKET = "tov-artifacts"
 PREFIX = "store/v1"
@@ -25,25 +25,8 @@ PREFIX = "store/v1"
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[tuple[str, Any]]:
     """A moto S3 server on a free loopback port with the store's bucket; (endpoint, client)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket=BUCKET)
-    try:
+    with moto_s3(BUCKET) as (endpoint, s3):
         yield endpoint, s3
-    finally:
-        server.stop()
 
 
 def s3_settings(endpoint: str) -> dict[str, Any]:

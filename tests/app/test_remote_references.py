@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.app.test_datasets_api import ROWS, auth
+from tests.s3_server import moto_s3
 
 BUCKET = "tov-data"
 OTHER_BUCKET = "tov-private"
@@ -25,37 +25,13 @@ POOL = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[tuple[str, Any]]:
     """A moto S3 server on a free loopback port, with two buckets; yields (endpoint, client)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    for bucket in (BUCKET, OTHER_BUCKET):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=BUCKET, Key="sets/pool.jsonl", Body=POOL)
-    s3.put_object(Bucket=OTHER_BUCKET, Key="pool.jsonl", Body=POOL)
-    try:
+    with moto_s3(BUCKET, OTHER_BUCKET) as (endpoint, s3):
+        s3.put_object(Bucket=BUCKET, Key="sets/pool.jsonl", Body=POOL)
+        s3.put_object(Bucket=OTHER_BUCKET, Key="pool.jsonl", Body=POOL)
         yield endpoint, s3
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

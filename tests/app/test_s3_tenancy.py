@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.app.test_remote_references import _free_port
+from tests.s3_server import moto_s3
 from tests.service_fixtures import make_key
 
 BUCKET = "tov-tenants"
@@ -30,26 +30,8 @@ def body(text: str, rows: int = 3) -> bytes:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[str, Any]]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    for bucket in (BUCKET, OTHER):
-        client.create_bucket(Bucket=bucket)
-    try:
+    with moto_s3(BUCKET, OTHER) as (endpoint, client):
         yield endpoint, client
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

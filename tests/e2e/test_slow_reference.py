@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from tests.app.test_ingest_async import _idle_in_transaction
-from tests.e2e.processes import free_port, running_api, running_worker, wait_for_job
+from tests.e2e.processes import running_api, running_worker, wait_for_job
 from tests.e2e.test_selection_job import OTHER, TARGET
+from tests.s3_server import moto_s3
 
 pytestmark = pytest.mark.e2e
 BUCKET = "tov-slow"
@@ -63,25 +64,12 @@ def gated_proxy(upstream: int, gate: threading.Event) -> Iterator[tuple[int, lis
 def slow_s3(
     service_env: dict[str, str],
 ) -> Iterator[tuple[dict[str, str], threading.Event, list[int]]]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket=BUCKET)
-    pool = "".join(json.dumps(r) + "\n" for r in OTHER + TARGET * 2).encode()
-    s3.put_object(Bucket=BUCKET, Key="pool.jsonl", Body=pool)
-    gate = threading.Event()
-    try:
-        with gated_proxy(port, gate) as (proxy, connections):
+    with moto_s3(BUCKET) as (endpoint, s3):
+        pool = "".join(json.dumps(r) + "\n" for r in OTHER + TARGET * 2).encode()
+        s3.put_object(Bucket=BUCKET, Key="pool.jsonl", Body=pool)
+        gate = threading.Event()
+        moto_port = int(endpoint.rsplit(":", 1)[1])
+        with gated_proxy(moto_port, gate) as (proxy, connections):
             env = {
                 **service_env,
                 "TOV_S3_SHARED_PREFIXES": json.dumps([f"s3://{BUCKET}/"]),
@@ -92,8 +80,6 @@ def slow_s3(
                 "TOV_S3_ALLOW_PRIVATE_ENDPOINT": "true",
             }
             yield env, gate, connections
-    finally:
-        server.stop()
 
 
 def test_a_job_on_a_slow_reference_waits_then_runs(
