@@ -17,6 +17,7 @@ COPY app ./app
 COPY worker ./worker
 COPY tov_engine ./tov_engine
 COPY tov_formats ./tov_formats
+COPY tov_plan ./tov_plan
 COPY migrations ./migrations
 
 # API (and the one-off migrate step): FastAPI + SQLAlchemy + Celery producer only.

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
-	bench-load bench-perf bench-scale-out bench-quality-setup bench-quality-quick bench-quality clean lock
+	bench-load bench-perf bench-memory bench-gpu bench-scale-out bench-quality-setup bench-quality-quick bench-quality clean lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,7 +36,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app worker tov_engine tov_formats
+	$(VENV)/bin/mypy app worker tov_engine tov_formats tov_plan
 	$(VENV)/bin/lint-imports
 
 format: setup
@@ -64,6 +64,16 @@ bench-perf: setup
 	$(PY) scripts/prepare_model.py smollm2-135m-instruct --dest .cache/models
 	$(PY) -m benchmarks.perf.scale_out
 	$(PY) -m benchmarks.perf.bench_perf
+
+bench-memory: setup
+	# the memory model against measured peaks (135M, 360M, 1B from configs; ~15 min on 2 cores)
+	$(PY) -m benchmarks.perf.memory_model
+
+# For a GPU machine: plain python3 (no venv there; its python3 holds torch, transformers and peft),
+# no network, models built from configs. Under 8 minutes on one H100; benchmarks/results/gpu.json.
+# `PYTHONPATH=. python3 -m benchmarks.gpu.run --small` is the CPU mode (tests/benchmarks).
+bench-gpu:
+	PYTHONPATH=. python3 -m benchmarks.gpu.run
 
 bench-scale-out: setup
 	bash scripts/ensure_services.sh

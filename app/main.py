@@ -15,6 +15,7 @@ from app.datasets.routes import router as datasets_router
 from app.jobs.routes import router as jobs_router
 from app.results.routes import router as results_router
 from app.ui.routes import router as ui_router
+from app.webhooks.routes import router as webhooks_router
 
 
 def create_app() -> FastAPI:
@@ -33,6 +34,7 @@ def create_app() -> FastAPI:
     application.include_router(jobs_router)
     application.include_router(results_router)
     application.include_router(models_router)
+    application.include_router(webhooks_router)
     application.include_router(ui_router)
     return application
 

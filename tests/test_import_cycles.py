@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PRODUCT = ("app", "worker", "tov_engine", "tov_client", "tov_formats")
+PRODUCT = ("app", "worker", "tov_engine", "tov_client", "tov_formats", "tov_plan")
 
 
 def module_files() -> dict[str, Path]:

@@ -9,14 +9,19 @@ from tov_client.errors import ApiError, JobFailed, TovError, TransportError, Wai
 from tov_client.models import (
     Dataset,
     DatasetPage,
+    HarmfulRow,
+    HarmfulRows,
     Job,
     JobError,
     JobEvent,
     JobPage,
+    Leak,
+    LeakPage,
     ModelInfo,
     ModelList,
     Progress,
     Selection,
+    Verify,
 )
 from tov_client.retry import RetryPolicy
 
@@ -25,11 +30,15 @@ __all__ = [
     "Client",
     "Dataset",
     "DatasetPage",
+    "HarmfulRow",
+    "HarmfulRows",
     "Job",
     "JobError",
     "JobEvent",
     "JobFailed",
     "JobPage",
+    "Leak",
+    "LeakPage",
     "ModelInfo",
     "ModelList",
     "Progress",
@@ -37,5 +46,6 @@ __all__ = [
     "Selection",
     "TovError",
     "TransportError",
+    "Verify",
     "WaitTimeout",
 ]

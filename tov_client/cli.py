@@ -20,6 +20,7 @@ from tov_client.commands.datasets import datasets_app
 from tov_client.commands.downloads import download
 from tov_client.commands.jobs import jobs_app
 from tov_client.commands.models import models
+from tov_client.commands.webhooks import webhooks_app
 from tov_client.transport import DEFAULT_URL
 
 __all__ = ["State", "app", "emit_json", "errors_reported"]
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 app.command("download")(download)
 app.command("models")(models)
 

@@ -11,11 +11,12 @@ from tov_client.datasets import DatasetsApi
 from tov_client.downloads import DownloadsApi
 from tov_client.jobs import JobProgress, JobsApi
 from tov_client.transport import CHUNK_BYTES, DEFAULT_URL, ByteProgress
+from tov_client.webhooks import WebhooksApi
 
 __all__ = ["CHUNK_BYTES", "DEFAULT_URL", "ByteProgress", "Client", "JobProgress"]
 
 
-class Client(DatasetsApi, JobsApi, DownloadsApi, ModelsApi):
+class Client(DatasetsApi, JobsApi, DownloadsApi, ModelsApi, WebhooksApi):
     """A client of one ToV Select deployment.
 
     >>> with Client("http://127.0.0.1:8000", api_key="tov_...") as tov:

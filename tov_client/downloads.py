@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tov_client.models import ExportFormat, ResultKind
+from tov_client.models import ExportFormat, HarmfulRows, ResultKind
 from tov_client.transport import CHUNK_BYTES, ByteProgress, Transport, drop_none
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ class DownloadsApi(Transport):
         selection_id: str | None = None,
         target: int | None = None,
         on_progress: ByteProgress | None = None,
+        explain: bool = False,
     ) -> Path:
         """Download a result file and return where it was written.
 
@@ -39,10 +40,12 @@ class DownloadsApi(Transport):
         every pool row) or ``subset`` (the selected rows themselves); ``target``: which target
         of a multi-target job (default 0, or a named selection's own). ``dest`` may be a file
         or a folder (an existing one, or a path ending in ``/``: the server's file name is
-        used); default: the current folder.
+        used); default: the current folder. ``explain`` (selection, scores): add the explanation
+        columns (losses before and after, length bin and rank in it; for a selection also why
+        each row was picked, ``reason``).
         The file appears complete or not at all (written to ``.part``, then renamed).
         """
-        params = drop_none({"format": format, "selection_id": selection_id, "target": target})
+        params = _params(format, selection_id, target, explain)
         response = self._request("GET", f"/v1/jobs/{job_id}/{what}", params=params, stream=True)
         try:
             path = _target_path(dest, response, f"{job_id}-{what}.{format}")
@@ -69,9 +72,10 @@ class DownloadsApi(Transport):
         format: ExportFormat = "jsonl",
         selection_id: str | None = None,
         target: int | None = None,
+        explain: bool = False,
     ) -> bytes:
         """A result file's bytes, in memory."""
-        params = drop_none({"format": format, "selection_id": selection_id, "target": target})
+        params = _params(format, selection_id, target, explain)
         return self._request("GET", f"/v1/jobs/{job_id}/{what}", params=params).content
 
     def read_table(
@@ -81,12 +85,18 @@ class DownloadsApi(Transport):
         *,
         selection_id: str | None = None,
         target: int | None = None,
+        explain: bool = False,
     ) -> pyarrow.Table:
         """A result as a ``pyarrow.Table`` (fetched as Parquet)."""
         import pyarrow.parquet as pq
 
         data = self.download_bytes(
-            job_id, what, format="parquet", selection_id=selection_id, target=target
+            job_id,
+            what,
+            format="parquet",
+            selection_id=selection_id,
+            target=target,
+            explain=explain,
         )
         return pq.read_table(io.BytesIO(data))
 
@@ -97,9 +107,23 @@ class DownloadsApi(Transport):
         *,
         selection_id: str | None = None,
         target: int | None = None,
+        explain: bool = False,
     ) -> pandas.DataFrame:
         """A result as a ``pandas.DataFrame`` (needs pandas: ``pip install tov-select[client]``)."""
-        return self.read_table(job_id, what, selection_id=selection_id, target=target).to_pandas()
+        table = self.read_table(
+            job_id, what, selection_id=selection_id, target=target, explain=explain
+        )
+        return table.to_pandas()
+
+    def harmful_rows(
+        self, job_id: str, *, limit: int = 20, target: int | None = None
+    ) -> HarmfulRows:
+        """The pool rows whose loss rose most when the model was nudged toward the target
+        (``loss_after - loss_before`` largest first, only rows whose loss rose; ``limit`` up to
+        1000), each with a text preview and whether it was selected."""
+        params = drop_none({"limit": limit, "target": target})
+        response = self._request("GET", f"/v1/jobs/{job_id}/harmful", params=params)
+        return HarmfulRows.model_validate(response.json())
 
     def selected_indices(
         self, job_id: str, *, selection_id: str | None = None, target: int | None = None
@@ -107,6 +131,14 @@ class DownloadsApi(Transport):
         """The selected pool row indices, ascending."""
         table = self.read_table(job_id, "selection", selection_id=selection_id, target=target)
         return sorted(int(i) for i in table.column("index").to_pylist())
+
+
+def _params(
+    fmt: ExportFormat, selection_id: str | None, target: int | None, explain: bool
+) -> dict[str, object]:
+    """A download's query; ``explain`` only when asked (older servers know no such parameter)."""
+    params = drop_none({"format": fmt, "selection_id": selection_id, "target": target})
+    return {**params, "explain": "true"} if explain else params
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tov_client.errors import JobFailed, TransportError, WaitTimeout
-from tov_client.models import Dataset, Job, JobEvent, JobPage, Selection
+from tov_client.models import Dataset, Job, JobEvent, JobPage, Leak, LeakPage, Selection
 from tov_client.transport import Transport, drop_none, ref
 
 EVENTS_PAGE = 100
@@ -36,10 +36,12 @@ class JobsApi(Transport):
         seed: int | None = None,
         max_length: int | None = None,
         precision: str | None = None,
+        gradient_checkpointing: str | None = None,
         tov: Mapping[str, Any] | None = None,
         selection: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        notify_url: str | None = None,
         **extra: Any,
     ) -> Job:
         """Start a selection job (the API answers 202 with the queued job).
@@ -50,33 +52,54 @@ class JobsApi(Transport):
         does not depend on the validation set; fetch target k's results with ``target=k``.
         ``budget`` (a count, or a fraction below 1) and ``strategy`` are
         shortcuts into ``selection``; ``tov`` holds the Train-on-Validation knobs;
-        ``precision`` is "auto", "float32" or "bfloat16" (bf16 frozen base weights). An
+        ``precision`` is "auto", "float32" or "bfloat16" (bf16 frozen base weights);
+        ``gradient_checkpointing`` is "auto", "on" or "off" (less training memory for more
+        time; the micro-batch budget is ``tov={"train_tokens_per_micro_batch": N}``). An
         ``Idempotency-Key`` (a fresh uuid4 unless given) makes the automatic retries safe:
         the server returns the same job for the same key and body. A create that gets no answer
         within the client's timeout is retried with the same key; when the retries run out the
-        ``TransportError`` names the key to retry with by hand.
+        ``TransportError`` names the key to retry with by hand. ``notify_url`` receives the job's
+        signed webhook events; the returned job's ``notify["secret"]`` verifies them (shown in
+        this answer only). ``verify={"holdout": 0.25, "seeds": 2}`` (single-target jobs) holds
+        that share of the validation rows out of selection and reports in ``job.verify`` the
+        held-out loss of fine-tunes on the selection and on same-size random subsets.
         """
-        validation, targets = _split_targets(validation, targets)
-        chosen = dict(selection or {})
-        chosen.update(drop_none({"budget": budget, "strategy": strategy}))
-        body = drop_none(
-            {
-                "pool": ref(pool),
-                "validation": None if validation is None else ref(validation),
-                "targets": None if targets is None else [ref(t) for t in targets],
-                "model": model,
-                "method": method,
-                "task": task,
-                "seed": seed,
-                "max_length": max_length,
-                "precision": precision,
-                "tov": dict(tov) if tov else None,
-                "selection": chosen or None,
-                "metadata": dict(metadata) if metadata else None,
-            }
+        if notify_url is not None:
+            extra["notify_url"] = notify_url
+        body = job_body(
+            pool,
+            validation,
+            targets=targets,
+            model=model,
+            budget=budget,
+            strategy=strategy,
+            method=method,
+            task=task,
+            seed=seed,
+            max_length=max_length,
+            precision=precision,
+            gradient_checkpointing=gradient_checkpointing,
+            tov=tov,
+            selection=selection,
+            metadata=metadata,
+            **extra,
         )
-        body.update(extra)
         return self._post_job(body, idempotency_key or str(uuid.uuid4()))
+
+    def dry_run_job(
+        self,
+        pool: str | Dataset,
+        validation: str | Dataset | Sequence[str | Dataset] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """What ``create_job`` with the same arguments would cost, without creating the job:
+        rows and tokens (counted with the model's tokenizer), passes, pool-cache hits,
+        predicted wall time and peak memory on the workers' device class, and whether it fits
+        (``POST /v1/jobs`` with ``dry_run: true``; docs/api.md shows the answer)."""
+        options.pop("idempotency_key", None)  # nothing is created: nothing to deduplicate
+        body = job_body(pool, validation, **options)
+        body["dry_run"] = True
+        return dict(self._request("POST", "/v1/jobs", json=body).json())
 
     def _post_job(self, body: dict[str, Any], key: str) -> Job:
         """POST the job with its Idempotency-Key; a create that may have arrived but got no
@@ -142,6 +165,36 @@ class JobsApi(Transport):
         params = drop_none({"after": after, "limit": limit})
         rows = self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
         return [JobEvent.model_validate(r) for r in rows]
+
+    def job_leaks(
+        self,
+        job_id: str,
+        *,
+        target: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        excluded: bool | None = None,
+    ) -> LeakPage:
+        """One page of the pool rows the leakage check flagged (pool order): the matched
+        validation or ``decontaminate_against`` row, the similarity, exact or near, and whether
+        the row is excluded from selection. ``iter_job_leaks`` follows every page."""
+        params = drop_none(
+            {"target": target, "limit": limit, "cursor": cursor, "excluded": excluded}
+        )
+        response = self._request("GET", f"/v1/jobs/{job_id}/leaks", params=params)
+        return LeakPage.model_validate(response.json())
+
+    def iter_job_leaks(
+        self, job_id: str, *, target: int | None = None, page_size: int = 500
+    ) -> Iterator[Leak]:
+        """Every leak of the job's target, page after page."""
+        cursor = None
+        while True:
+            page = self.job_leaks(job_id, target=target, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def iter_job_events(
         self, job_id: str, *, after: int = 0, page_size: int = EVENTS_PAGE
@@ -233,3 +286,38 @@ def _split_targets(
     if (validation is None) == (targets is None):
         raise TypeError("give exactly one of `validation` or `targets`")
     return validation, targets
+
+
+def job_body(
+    pool: str | Dataset,
+    validation: str | Dataset | Sequence[str | Dataset] | None = None,
+    *,
+    targets: Sequence[str | Dataset] | None = None,
+    budget: float | None = None,
+    strategy: str | None = None,
+    tov: Mapping[str, Any] | None = None,
+    selection: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The body of ``POST /v1/jobs`` (``create_job``'s arguments; None leaves a field out)."""
+    validation, targets = _split_targets(validation, targets)
+    chosen = dict(selection or {})
+    chosen.update(drop_none({"budget": budget, "strategy": strategy}))
+    known = ("model", "method", "task", "seed", "max_length", "precision", "gradient_checkpointing")
+    body = drop_none(
+        {
+            "pool": ref(pool),
+            "validation": None if validation is None else ref(validation),
+            "targets": None if targets is None else [ref(t) for t in targets],
+            **{name: fields.pop(name, None) for name in known},
+            "tov": dict(tov) if tov else None,
+            "selection": chosen or None,
+            "metadata": dict(metadata) if metadata else None,
+        }
+    )
+    decontaminate = fields.pop("decontaminate_against", None)
+    if decontaminate:  # datasets no selected row may repeat (the leakage check)
+        body["decontaminate_against"] = [ref(d) for d in decontaminate]
+    body.update(fields)
+    return body

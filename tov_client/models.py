@@ -58,6 +58,34 @@ class JobError(_Model):
     detail: str | None = None
 
 
+class Verify(_Model):
+    """A job's verification: the request (holdout, seeds) and, once the job has verified, the
+    held-out losses (mean NLL per loss-bearing token) of the base model, of fresh fine-tunes on
+    the selection and on same-size random subsets, and the improvement over random."""
+
+    holdout: float
+    seeds: int
+    error: str | None = None
+    holdout_rows: int | None = None
+    selected_rows: int | None = None
+    base_loss: float | None = None
+    selected_loss: float | None = None
+    random_loss: float | None = None
+    selected_losses: list[float] | None = None
+    random_losses: list[float] | None = None
+    improvement: float | None = None
+    improvement_sd: float | None = None
+    improvement_percent: float | None = None
+    base_improvement: float | None = None
+    seconds: float | None = None
+    recipe: dict[str, Any] | None = None
+
+    @property
+    def reported(self) -> bool:
+        """True once the report is in (not before the job is done, nor when it failed)."""
+        return self.improvement is not None
+
+
 class Job(_Model):
     """A selection job: its status, progress and (once succeeded) links to its results."""
 
@@ -83,6 +111,11 @@ class Job(_Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     links: dict[str, str] = {}
+    leak_count: int = 0  # pool rows the leakage check flagged (``Client.job_leaks``)
+    notify: dict[str, Any] | None = None
+    """The ``notify_url`` endpoint: webhook_id, url, and the secret in the creating answer."""
+    verify: Verify | None = None
+    """The verification the job asked for (``verify=``), with its report once done."""
 
     @property
     def done(self) -> bool:
@@ -116,6 +149,55 @@ class Selection(_Model):
     is_default: bool = False
     error: str | None = None
     created_at: datetime
+
+
+class HarmfulRow(_Model):
+    """A pool row whose loss rose when the model was nudged toward the target."""
+
+    index: int
+    loss_before: float | None = None
+    loss_after: float | None = None
+    loss_increase: float | None = None
+    score: float | None = None
+    length: int = 0
+    bin: int | None = None
+    bin_rank: int | None = None
+    selected: bool = False
+    preview: str = ""
+
+
+class HarmfulRows(_Model):
+    """``GET /v1/jobs/{id}/harmful``: the largest loss increases first."""
+
+    job_id: str
+    target: int = 0
+    explained: bool = True  # false: the job stored no losses (a method without them, an old job)
+    rows_with_loss_increase: int = 0
+    items: list[HarmfulRow]
+
+
+class Leak(_Model):
+    """A pool row that repeats, exactly or nearly, a validation or decontamination row."""
+
+    pool_index: int
+    target: int = 0
+    source: str  # "validation" | "decontaminate"
+    dataset: str  # the matched dataset's id
+    match_index: int
+    similarity: float
+    kind: str  # "exact" | "near"
+    excluded: bool  # never selected
+    pool_preview: str = ""
+    match_preview: str = ""
+
+
+class LeakPage(_Model):
+    """``GET /v1/jobs/{id}/leaks``: one page, in pool order."""
+
+    items: list[Leak]
+    next_cursor: str | None = None
+    total: int = 0
+    excluded_total: int = 0
 
 
 class JobEvent(_Model):

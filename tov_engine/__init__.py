@@ -14,9 +14,11 @@ from tov_engine.errors import (
     ConfigError,
     DataError,
     EngineError,
+    InsufficientMemory,
     ModelError,
 )
 from tov_engine.job import SelectionOutcome
+from tov_engine.leakage import Leak, LeakageConfig, select_excluding
 from tov_engine.progress import ProgressCallback, ProgressEvent
 from tov_engine.run import run_multi_target, run_selection
 from tov_engine.selection import Selection, select
@@ -50,7 +52,10 @@ __all__ = [
     "DataError",
     "DatasetInfo",
     "EngineError",
+    "InsufficientMemory",
     "JobConfig",
+    "Leak",
+    "LeakageConfig",
     "LessSettings",
     "LoraSettings",
     "ModelError",
@@ -69,4 +74,5 @@ __all__ = [
     "run_multi_target",
     "run_selection",
     "select",
+    "select_excluding",
 ]

@@ -9,11 +9,12 @@ import math
 from dataclasses import dataclass, field
 
 TASKS = ("causal_lm", "token_classification")
-METHODS = ("tov", "random", "uncertainty", "less")
+METHODS = ("tov", "random", "uncertainty", "less", "rds")
 STRATEGIES = ("score+random", "score-only")
 VARIANTS = ("A", "B")
 SCORE_FNS = ("improvement", "absolute", "positive")
 PRECISIONS = ("auto", "float32", "bfloat16")  # model/precision.py; auto: by the device
+GRADIENT_CHECKPOINTING = ("auto", "on", "off")  # model/train_memory.py; auto: on with CUDA only
 TOKEN_SCORES = ("class_balanced", "mean")  # token classification's row reduction (scoring.py)
 
 # Paper: |U| = 4096 and L = 16384 / |U| rounds, i.e. 16384 base examples (~1024 batches of 16).
@@ -104,6 +105,10 @@ class ToVConfig:
     score_fn: str = "improvement"  # paper default; "absolute" or "positive"
     lora: LoraSettings = field(default_factory=LoraSettings)  # paper: LoRA alpha 32, dropout 0.2
     tokens_per_batch: int = 8192  # ours: padded-token budget of one scoring batch
+    # ours: padded-token budget of one training micro-batch; a batch_size batch is split into
+    # micro-batches under it, gradients accumulate, one optimizer step per batch
+    # (model/train_memory.py)
+    train_tokens_per_micro_batch: int = 4096
     # ours: how a token-classification row's token scores reduce (scoring.py); causal LM: mean
     token_score: str = "class_balanced"
 
@@ -124,6 +129,11 @@ class ToVConfig:
         _require(
             isinstance(self.tokens_per_batch, int) and self.tokens_per_batch >= 1,
             "tov.tokens_per_batch must be an int >= 1",
+        )
+        m = self.train_tokens_per_micro_batch
+        _require(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1,
+            f"tov.train_tokens_per_micro_batch must be an int >= 1, got {m!r}",
         )
         _require(
             self.token_score in TOKEN_SCORES,
@@ -182,6 +192,10 @@ class JobConfig:
     # ours: "auto" = bfloat16 base weights on a bf16-capable GPU, float32 elsewhere (precision.py)
     precision: str = "auto"
     deterministic: bool = True  # ours: deterministic algorithms (identical results on a GPU too)
+    # ours: recompute activations in the backward instead of keeping them, in training passes
+    # only; "auto" = on with CUDA, off on CPU, where it costs ~30% training time
+    # (model/train_memory.py)
+    gradient_checkpointing: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
@@ -210,3 +224,37 @@ class JobConfig:
             isinstance(self.deterministic, bool),
             f"deterministic must be a bool, got {self.deterministic!r}",
         )
+        _require(
+            self.gradient_checkpointing in GRADIENT_CHECKPOINTING,
+            f"gradient_checkpointing must be one of {GRADIENT_CHECKPOINTING}, "
+            f"got {self.gradient_checkpointing!r}",
+        )
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """How a selection is verified. The recipe is fixed so verifications compare across jobs;
+    it matches the quality benchmark's fine-tuning recipe (benchmarks/quality/jobs.py)."""
+
+    holdout: float = 0.25  # share of the validation rows held out of selection
+    seeds: int = 2  # fine-tuning seeds per arm; the spread of the improvement is over these
+    epochs: int = 3
+    batch_size: int = 4
+    learning_rate: float = 1e-3  # the middle of the quality benchmark's LR grid
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.holdout, int | float) and 0 < self.holdout < 1):
+            raise ValueError(f"verify.holdout must be in (0, 1), got {self.holdout!r}")
+        if not (isinstance(self.seeds, int) and 1 <= self.seeds <= 10):
+            raise ValueError(f"verify.seeds must be an integer from 1 to 10, got {self.seeds!r}")
+        for name in ("epochs", "batch_size", "lora_rank", "lora_alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"verify.{name} must be an integer >= 1, got {value!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"verify.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"verify.lora_dropout must be in [0, 1), got {self.lora_dropout!r}")

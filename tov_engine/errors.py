@@ -36,6 +36,10 @@ class ConfigError(EngineError):
     """The configuration does not fit the data (e.g. a budget larger than the pool)."""
 
 
+class InsufficientMemory(EngineError):
+    """The job's predicted peak memory exceeds what its device has (tov_plan.memory)."""
+
+
 class CheckpointError(EngineError):
     """A checkpoint folder belongs to another job or is damaged."""
 

@@ -23,8 +23,9 @@ from tov_engine.data.encoded import EncodedSet, array_sha256
 from tov_engine.data.encoding import encode_rows, label_set
 from tov_engine.data.files import file_sha256, inspect_dataset, read_rows
 from tov_engine.errors import ConfigError
+from tov_engine.leakage import Leak, LeakageConfig, LeakReport, find_leaks, job_references
 from tov_engine.progress import ProgressCallback
-from tov_engine.selection import Selection
+from tov_engine.selection import Binning, Selection
 from tov_engine.store.entries import EntryStore
 from tov_engine.store.poolcache import CachedPool, encode_into_cache, load_pool, pool_key, relabel
 
@@ -42,6 +43,14 @@ class SelectionOutcome:
     base_indices: np.ndarray  # (|U|,) int64 sorted; empty for methods without a base subset
     selection: Selection
     stats: dict[str, Any]  # numbers, plus "precision" (str) and "unfit_rows" (list of dicts)
+    # The leakage check's findings (tov_engine.leakage), pool order; excluded ones never selected.
+    leaks: tuple[Leak, ...] = ()
+    # Explanations (None where a method has none): each row's mean loss per loss token (-mean
+    # log p of its gold tokens) under theta_bas and under theta_val, averaged over rounds (ToV;
+    # NaN for unscored rows), and its length bin and rank by score within it (selection.Binning).
+    loss_before: np.ndarray | None = None  # (N,) float32
+    loss_after: np.ndarray | None = None  # (N,) float32
+    binning: Binning | None = None
 
 
 @dataclass
@@ -63,6 +72,12 @@ class Job:
     stats: dict[str, Any]
     cache_dir: Path | None = None  # the pool cache (store/poolcache.py); None = no cache
     pool_key: str = ""  # identifies the tokenised pool (file hash, model folder, max_length, task)
+    leak_report: LeakReport | None = None  # the leakage check (None: not run)
+
+    @property
+    def excluded(self) -> np.ndarray | None:
+        """(N,) bool: the pool rows never to select (leakage mode "exclude"), or None."""
+        return self.leak_report.excluded if self.leak_report is not None else None
 
 
 def seed_everything(seed: int) -> None:
@@ -171,6 +186,27 @@ class JobInputs:
     should_cancel: Callable[[], bool] | None = None
     checkpoint_dir: str | Path | None = None
     cache_dir: str | Path | None = None
+    decontaminate_against: tuple[str | Path, ...] = ()  # files no selected row may repeat
+    leakage: LeakageConfig | None = None  # None: the defaults (tov_engine.leakage)
+
+
+def check_leaks(inputs: JobInputs, pool_rows: int) -> LeakReport:
+    """The leakage check of a job's pool against its validation set and decontamination files."""
+    config = inputs.leakage or LeakageConfig()
+    refs = job_references(inputs.validation_path, inputs.decontaminate_against)
+    report = find_leaks(inputs.pool_path, refs, config)
+    if len(report.excluded) != pool_rows:
+        raise ConfigError(
+            f"the leakage check read {len(report.excluded)} pool rows, not {pool_rows}"
+        )
+    return report
+
+
+def with_leaks(job: Job, outcome: SelectionOutcome) -> SelectionOutcome:
+    """The outcome carrying the job's leaks (every method's outcome passes through here)."""
+    if job.leak_report is None:
+        return outcome
+    return dataclasses.replace(outcome, leaks=job.leak_report.leaks)
 
 
 def prepare_job(**inputs: Any) -> Job:
@@ -235,6 +271,11 @@ def prepare(inputs: JobInputs, pool: tuple[CachedPool, str] | None = None) -> Jo
     if budget > len(encoded):
         raise ConfigError(f"the budget of {budget} rows exceeds the pool of {len(encoded)} rows")
     logger.info("pool %s: %d rows; validation %d rows", pool_file, len(encoded), len(val))
+    stats = _stats(encoded, val, budget, start, config.max_length)
+    leak_start = time.perf_counter()
+    leaks = check_leaks(inputs, len(encoded))
+    stats["leaks"] = leaks.stats()
+    stats["seconds_leakage"] = time.perf_counter() - leak_start
     return Job(
         pool_path=pool_file,
         validation_path=val_file,
@@ -248,9 +289,10 @@ def prepare(inputs: JobInputs, pool: tuple[CachedPool, str] | None = None) -> Jo
         progress=inputs.progress,
         should_cancel=inputs.should_cancel,
         checkpoint_dir=_path(inputs.checkpoint_dir),
-        stats=_stats(encoded, val, budget, start, config.max_length),
+        stats=stats,
         cache_dir=cache,
         pool_key=pool[1],
+        leak_report=leaks,
     )
 
 

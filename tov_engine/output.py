@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tov_engine.selection import Selection
+from tov_engine.selection import Binning, Selection
 
 WRITERS = (".jsonl", ".parquet", ".csv")
 
@@ -50,17 +50,86 @@ def write_table(path: str | Path, rows: list[dict[str, Any]], columns: list[str]
         pq.write_table(table, out)
 
 
+SELECTION_COLUMNS = ["index", "score", "source", "reason", "bin", "bin_rank", "bin_quota"]
+SCORE_COLUMNS = ["index", "score", "length", "loss_before", "loss_after", "bin", "bin_rank"]
+
+
+def reason(source: str, bin_: int, rank: int, quota: int) -> str:
+    """Why a row was picked: "score: rank R of Q in length bin B" (its rank by score within its
+    length bin, and the score picks that bin got), or "random"."""
+    if source == "score" and bin_ >= 0:
+        return f"score: rank {rank} of {quota} in length bin {bin_}"
+    return source
+
+
+def _places(selection: Selection) -> tuple[list[int], list[int], list[int]]:
+    n = len(selection.indices)
+    missing = [-1] * n
+    return (
+        missing if selection.bins is None else selection.bins.tolist(),
+        missing if selection.bin_ranks is None else selection.bin_ranks.tolist(),
+        missing if selection.bin_quotas is None else selection.bin_quotas.tolist(),
+    )
+
+
+def _opt(value: int) -> int | None:
+    return None if value < 0 else value
+
+
 def selection_rows(selection: Selection) -> list[dict[str, Any]]:
-    """{"index", "score", "source"} per selected row, in selection order."""
+    """SELECTION_COLUMNS per selected row, in selection order (bin, rank and quota null for a
+    random pick)."""
+    bins, ranks, quotas = _places(selection)
+    indices, scores = selection.indices.tolist(), selection.scores.tolist()
+    rows = zip(indices, scores, selection.sources, bins, ranks, quotas, strict=True)
     return [
-        {"index": int(i), "score": float(s), "source": src}
-        for i, s, src in zip(selection.indices, selection.scores, selection.sources, strict=True)
+        {
+            "index": i,
+            "score": s,
+            "source": src,
+            "reason": reason(src, b, r, q),
+            "bin": _opt(b),
+            "bin_rank": _opt(r),
+            "bin_quota": _opt(q),
+        }
+        for i, s, src, b, r, q in rows
     ]
 
 
-def score_rows(scores: np.ndarray, lengths: np.ndarray) -> list[dict[str, Any]]:
-    """{"index", "score", "length"} for every scored (non-NaN) pool row, in pool order."""
+def score_rows(
+    scores: np.ndarray,
+    lengths: np.ndarray,
+    loss_before: np.ndarray | None = None,
+    loss_after: np.ndarray | None = None,
+    binning: Binning | None = None,
+) -> list[dict[str, Any]]:
+    """SCORE_COLUMNS for every scored (non-NaN) pool row, in pool order; a column the method
+    does not produce (losses outside ToV) is null."""
+    where = np.flatnonzero(~np.isnan(scores))
+    nan = np.full(len(scores), np.nan, dtype=np.float32)
+    none = np.full(len(scores), -1, dtype=np.int32)
+    before = (nan if loss_before is None else loss_before)[where].tolist()
+    after = (nan if loss_after is None else loss_after)[where].tolist()
+    bins = (none if binning is None else binning.bins)[where].tolist()
+    ranks = (none if binning is None else binning.ranks)[where].tolist()
     return [
-        {"index": int(i), "score": float(scores[i]), "length": int(lengths[i])}
-        for i in np.flatnonzero(~np.isnan(scores))
+        {
+            "index": i,
+            "score": s,
+            "length": n,
+            "loss_before": lb,
+            "loss_after": la,
+            "bin": _opt(b),
+            "bin_rank": _opt(r),
+        }
+        for i, s, n, lb, la, b, r in zip(
+            where.tolist(),
+            scores[where].tolist(),
+            lengths[where].tolist(),
+            before,
+            after,
+            bins,
+            ranks,
+            strict=True,
+        )
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from tov_engine.config import JobConfig
 from tov_engine.errors import ConfigError
 from tov_engine.job import Job, JobInputs, SelectionOutcome, prepare, prepare_pool, seed_everything
+from tov_engine.leakage import LeakageConfig
 from tov_engine.methods import run_method, run_targets
 from tov_engine.progress import ProgressCallback
 
@@ -23,6 +24,8 @@ def run_selection(
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    decontaminate_against: Sequence[str | Path] = (),
+    leakage: LeakageConfig | None = None,
 ) -> SelectionOutcome:
     """Score the pool with the configured method and select the budget.
 
@@ -35,6 +38,10 @@ def run_selection(
             workers may share: the tokenised pool and ToV's validation-free base trajectory
             (weights, base log-probs) are kept there and reused by later jobs on the same pool,
             model, seed and training settings, with identical results.
+        decontaminate_against: files (e.g. the user's test set) whose rows, exactly or nearly
+            repeated in the pool, are flagged; leakage: modes and threshold of that check (the
+            validation set is always checked). Flagged rows are in the outcome's `leaks`; those
+            in mode "exclude" are never selected (tov_engine.leakage).
     Returns:
         The SelectionOutcome. Raises DataError, ModelError, ConfigError, CheckpointError, Cancelled.
     """
@@ -48,6 +55,8 @@ def run_selection(
         should_cancel,
         checkpoint_dir,
         cache_dir,
+        tuple(decontaminate_against),
+        leakage,
     )
     return run_method(prepare(inputs))
 
@@ -62,12 +71,15 @@ def run_multi_target(
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    decontaminate_against: Sequence[str | Path] = (),
+    leakage: LeakageConfig | None = None,
 ) -> list[SelectionOutcome]:
     """Score one pool for several validation sets, sharing the validation-free work.
 
     Args:
         pool_path: the pool file. validation_paths: K validation files (K >= 1).
-        model, config, progress, should_cancel, cache_dir: as run_selection (progress covers the
+        model, config, progress, should_cancel, cache_dir, decontaminate_against, leakage: as
+            run_selection (validation leaks are per target) (progress covers the
             whole run). checkpoint_dir: per-target checkpoints in checkpoint_dir/target_NNN.
     Returns:
         K SelectionOutcomes in the order of validation_paths, each identical to a separate
@@ -84,7 +96,18 @@ def run_multi_target(
     jobs: list[Job] = []
     for j, path in enumerate(validation_paths):
         ckpt = Path(checkpoint_dir) / f"target_{j:03d}" if checkpoint_dir is not None else None
-        inputs = JobInputs(pool_file, path, model_dir, config, progress, should_cancel, ckpt, cache)
+        inputs = JobInputs(
+            pool_file,
+            path,
+            model_dir,
+            config,
+            progress,
+            should_cancel,
+            ckpt,
+            cache,
+            tuple(decontaminate_against),
+            leakage,
+        )
         job = prepare(inputs, pool=pool)
         job.stats["seconds_prepare"] += shared_seconds / len(validation_paths)
         jobs.append(job)

@@ -20,6 +20,22 @@ class Selection:
     indices: np.ndarray  # (n,) int64 pool indices
     scores: np.ndarray  # (n,) float32, NaN for random picks without a score
     sources: list[str]  # "score" | "random" per selected row
+    # Why each row was picked (None where a method has no such notion, e.g. the random baseline):
+    # a score pick's length bin (0 = shortest), its rank by score within that bin (1 = best) and
+    # how many score picks its bin got (its rank is always within that quota); -1 for random picks.
+    bins: np.ndarray | None = None  # (n,) int32
+    bin_ranks: np.ndarray | None = None  # (n,) int32
+    bin_quotas: np.ndarray | None = None  # (n,) int32
+
+
+@dataclass(frozen=True)
+class Binning:
+    """Every pool row's place in the selection's length bins: for each row the score part could
+    pick (scored, outside the base subset), its bin (0 = shortest) and its 1-based rank by score
+    within that bin (ties by lower index); -1 for every other row."""
+
+    bins: np.ndarray  # (N,) int32
+    ranks: np.ndarray  # (N,) int32
 
 
 def _by_score(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -92,6 +108,13 @@ def binned_top(
     Returns:
         (k,) int64 indices in descending score order (ties by index).
     """
+    return _binned_top(candidates, scores, lengths, k, num_bins)[0]
+
+
+def _binned_top(
+    candidates: np.ndarray, scores: np.ndarray, lengths: np.ndarray, k: int, num_bins: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """binned_top, and the length bins it picked from."""
     k = min(k, len(candidates))
     raw = length_bins(candidates, lengths, num_bins)
     quota = k // num_bins
@@ -110,7 +133,22 @@ def binned_top(
         rest = np.concatenate([b[t:] for b, t in zip(full, taken, strict=True)])
         chosen.append(_by_score(rest, scores)[:short])
     picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-    return _by_score(picked.astype(np.int64), scores)
+    return _by_score(picked.astype(np.int64), scores), raw
+
+
+def _ranks_in_bins(picked: np.ndarray, raw: list[np.ndarray], size: int) -> tuple[np.ndarray, ...]:
+    """(bins, ranks, quotas) of score picks in descending score order: each bin's picks are its
+    best candidates (binned_top), so a pick's place among its bin's picks is its rank there."""
+    bin_of = np.full(size, -1, dtype=np.int32)
+    for b, part in enumerate(raw):
+        bin_of[part] = b
+    bins = bin_of[picked]
+    order = np.argsort(bins, kind="stable")  # by bin, score order kept within a bin
+    ordered = bins[order]
+    ranks = np.empty(len(picked), dtype=np.int32)
+    ranks[order] = np.arange(len(picked)) - np.searchsorted(ordered, ordered, side="left") + 1
+    quotas = np.bincount(bins, minlength=len(raw)).astype(np.int32)[bins]
+    return bins, ranks, quotas
 
 
 def _random(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
@@ -161,13 +199,8 @@ def select(
     scores = np.asarray(scores, dtype=np.float32)
     lengths = np.asarray(lengths)
     base = np.asarray(base_indices, dtype=np.int64)
-    n = config.resolve_budget(len(scores))
-    in_base = _check(scores, lengths, base, n)
-    scored = np.flatnonzero(~in_base & ~np.isnan(scores))
-    half = n // 2 if config.strategy == "score+random" else 0
-    per_bin = config.min_per_bin if min_per_bin is None else min_per_bin
-    num_bins = bins_for(n - half, config.num_bins, per_bin)
-    top = binned_top(scored, scores, lengths, n - half, num_bins)
+    n, half, num_bins, scored, in_base = _plan(scores, lengths, base, config, min_per_bin)
+    top, raw = _binned_top(scored, scores, lengths, n - half, num_bins)
     rng = np.random.default_rng(seed)
     from_u = _random(rng, np.sort(base), half)
     taken = np.zeros(len(scores), dtype=bool)
@@ -179,11 +212,67 @@ def select(
     extra_u = _random(rng, rest_u, n - len(top) - len(from_u) - len(extra))
     randoms = np.sort(np.concatenate([from_u, extra, extra_u]))
     indices = np.concatenate([top, randoms]).astype(np.int64)
+    none = np.full(len(randoms), -1, dtype=np.int32)
+    bins, ranks, quotas = _ranks_in_bins(top, raw, len(scores))
     return Selection(
         indices=indices,
         scores=scores[indices].astype(np.float32),
         sources=["score"] * len(top) + ["random"] * len(randoms),
+        bins=np.concatenate([bins, none]),
+        bin_ranks=np.concatenate([ranks, none]),
+        bin_quotas=np.concatenate([quotas, none]),
     )
+
+
+def _plan(
+    scores: np.ndarray,
+    lengths: np.ndarray,
+    base: np.ndarray,
+    config: SelectionConfig,
+    min_per_bin: int | None,
+) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """(budget n, random half, length bins, the score part's candidates, the base mask)."""
+    n = config.resolve_budget(len(scores))
+    in_base = _check(scores, lengths, base, n)
+    scored = np.flatnonzero(~in_base & ~np.isnan(scores))
+    half = n // 2 if config.strategy == "score+random" else 0
+    per_bin = config.min_per_bin if min_per_bin is None else min_per_bin
+    return n, half, bins_for(n - half, config.num_bins, per_bin), scored, in_base
+
+
+def binning(
+    *,
+    scores: np.ndarray,
+    lengths: np.ndarray,
+    base_indices: np.ndarray,
+    config: SelectionConfig,
+    min_per_bin: int | None = None,
+    excluded: np.ndarray | None = None,
+) -> Binning:
+    """Every row's length bin and rank by score within it, under the bins `select` makes for the
+    same arguments (the rank of a score pick equals its Selection.bin_ranks entry). `excluded`:
+    an (N,) bool mask of rows never selected (leakage "exclude"): they are no candidates, as when
+    `select` runs on the other rows only."""
+    scores = np.asarray(scores, dtype=np.float32)
+    lengths = np.asarray(lengths)
+    base = np.asarray(base_indices, dtype=np.int64)
+    _, _, num_bins, scored, _ = _plan(scores, lengths, base, config, min_per_bin)
+    if excluded is not None:
+        scored = scored[~np.asarray(excluded, dtype=bool)[scored]]
+    return ranked_bins(scored, scores, lengths, num_bins)
+
+
+def ranked_bins(
+    candidates: np.ndarray, scores: np.ndarray, lengths: np.ndarray, num_bins: int
+) -> Binning:
+    """The Binning of `candidates` in `num_bins` equal-count length bins (1 bin: a global rank)."""
+    bins = np.full(len(scores), -1, dtype=np.int32)
+    ranks = np.full(len(scores), -1, dtype=np.int32)
+    for b, part in enumerate(length_bins(candidates, lengths, num_bins)):
+        ordered = _by_score(part, scores)
+        bins[ordered] = b
+        ranks[ordered] = np.arange(1, len(ordered) + 1, dtype=np.int32)
+    return Binning(bins=bins, ranks=ranks)
 
 
 def select_top(*, scores: np.ndarray, n: int) -> Selection:
@@ -192,7 +281,15 @@ def select_top(*, scores: np.ndarray, n: int) -> Selection:
     if n > len(scores):
         raise ConfigError(f"the budget of {n} rows exceeds the pool of {len(scores)} rows")
     top = _top_by_score(np.flatnonzero(~np.isnan(scores)), scores, n)
-    return Selection(indices=top.astype(np.int64), scores=scores[top], sources=["score"] * len(top))
+    one = np.zeros(len(top), dtype=np.int32)  # one bin: the whole pool, ranked
+    return Selection(
+        indices=top.astype(np.int64),
+        scores=scores[top],
+        sources=["score"] * len(top),
+        bins=one,
+        bin_ranks=np.arange(1, len(top) + 1, dtype=np.int32),
+        bin_quotas=one + len(top),
+    )
 
 
 def select_random(*, pool_size: int, n: int, seed: int) -> Selection:
@@ -202,3 +299,16 @@ def select_random(*, pool_size: int, n: int, seed: int) -> Selection:
     picked = _random(np.random.default_rng(seed), np.arange(pool_size, dtype=np.int64), n)
     nan = np.full(len(picked), np.nan, dtype=np.float32)
     return Selection(indices=picked, scores=nan, sources=["random"] * len(picked))
+
+
+# Methods whose scores are a ranking that already encodes their own selection rule: all of the
+# budget by score, one length bin (RDS+: the round-robin order over the validation rows).
+RANKED_METHODS = ("rds",)
+
+
+def selection_for_method(method: str, config: SelectionConfig) -> SelectionConfig:
+    """The selection settings a method's scores are selected with: RDS+ takes its ranking's
+    prefix (score-only, one bin) whatever the strategy and bins asked; others as configured."""
+    if method in RANKED_METHODS:
+        return SelectionConfig(budget=config.budget, strategy="score-only", num_bins=1)
+    return config

@@ -15,6 +15,7 @@ from tov_formats.formats import (
     detect_format,
 )
 from tov_formats.rules import NO_LIMITS, Problem, RowLimits, Rule, kind_of, row_problems
+from tov_formats.text import row_text
 
 __all__ = [
     "CHAT",
@@ -31,4 +32,5 @@ __all__ = [
     "detect_format",
     "kind_of",
     "row_problems",
+    "row_text",
 ]

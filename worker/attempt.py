@@ -40,9 +40,14 @@ class JobProgress:
         self._last_write = 0.0
         self._seen: tuple[str, float, int | None] | None = None
         self._stage: str | None = None  # the stage last written
+        # The part of the job's work that `report` fractions cover (worker.verification splits
+        # a job into the selection and its verification).
+        self.span = (0.0, 1.0)
 
     def report(self, stage: str, fraction: float, rows_done: int | None, message: str) -> None:
         """The engine's fraction (0..1) of its work, as the job's overall progress."""
+        low, high = self.span
+        fraction = low + (high - low) * fraction
         overall = RESOLVE_SHARE + (1 - RESOLVE_SHARE) * fraction * 0.99
         self.write(stage, overall, rows_done, message=message)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,16 +14,18 @@ from sqlalchemy.orm import Session
 from app.core.artifacts import local_dataset
 from app.core.config import Settings
 from app.core.models import Dataset, Job
-from app.jobs.service import target_dataset_ids
+from app.jobs.service import decontaminate_ids, target_dataset_ids
 from tov_engine import (
     DataError,
     JobConfig,
+    LeakageConfig,
     LoraSettings,
     ModelError,
     SelectionConfig,
     SelectionOutcome,
     ToVConfig,
 )
+from tov_engine.config import VerifySettings
 
 ENGINE = "tov_engine:run_selection"  # the real engine; TOV_ENGINE_ENTRYPOINT may name a stand-in
 # cuBLAS matmuls repeat exactly only with a fixed workspace, read when CUDA starts: the engine's
@@ -69,6 +71,7 @@ def job_config(job: Job, *, device: str | None = None) -> JobConfig:
         max_length=int(job.params.get("max_length", 512)),
         device=device,
         precision=str(job.params.get("precision", "auto")),
+        gradient_checkpointing=str(job.params.get("gradient_checkpointing", "auto")),
     )
 
 
@@ -96,6 +99,19 @@ class JobInputs:
     model: Path
     config: JobConfig
     cache_dir: Path | None  # the shared pool cache, None when it is off
+    decontaminate_paths: list[Path] = field(default_factory=list)  # `decontaminate_against`
+    leakage: LeakageConfig | None = None  # the job's leakage settings; None: the defaults
+    verify: VerifySettings | None = None  # the job's `verify` (worker.verification); None: off
+
+    def leakage_kwargs(self) -> dict[str, Any]:
+        """The leakage check's arguments, only where the job set them (a stand-in engine that
+        predates the check takes the others alone)."""
+        kwargs: dict[str, Any] = {}
+        if self.decontaminate_paths:
+            kwargs["decontaminate_against"] = list(self.decontaminate_paths)
+        if self.leakage is not None:
+            kwargs["leakage"] = self.leakage
+        return kwargs
 
     def engine_kwargs(self, target: int = 0) -> dict[str, Any]:
         """The arguments a single-target engine call (or prepare_staged) takes for `target`."""
@@ -105,6 +121,7 @@ class JobInputs:
             "model": self.model,
             "config": self.config,
             "cache_dir": self.cache_dir,
+            **self.leakage_kwargs(),
         }
 
 
@@ -119,8 +136,20 @@ def load_inputs(session: Session, job: Job, settings: Settings) -> JobInputs:
             reason = f"the validation dataset of target {k} no longer exists"
             raise DataError(dataset_id, 0, "", reason)
         validations.append(local_dataset(dataset.uri, dataset.sha256, settings))
+    decontaminate = []
+    for i, dataset_id in enumerate(decontaminate_ids(job)):
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            reason = f"the dataset decontaminate_against[{i}] no longer exists"
+            raise DataError(dataset_id, 0, "", reason)
+        decontaminate.append(local_dataset(dataset.uri, dataset.sha256, settings))
     config = job_config(job)  # checked before the model, as the engine would
+    leakage = job.params.get("leakage")
+    verify = job.params.get("verify")
     return JobInputs(
+        verify=VerifySettings(**verify) if verify else None,
+        decontaminate_paths=decontaminate,
+        leakage=LeakageConfig(**leakage) if leakage else None,
         pool_path=local_dataset(pool.uri, pool.sha256, settings),
         pool_rows=pool.rows,
         validation_paths=validations,

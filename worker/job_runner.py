@@ -21,9 +21,11 @@ from tov_engine import Cancelled, EngineError
 from worker.attempt import RESOLVE_SHARE, AttemptContext
 from worker.engine_bridge import load_inputs
 from worker.lease import Heartbeat, LeaseLost, claim_job
+from worker.memory import check_job_memory
 from worker.publish import attempt_stats, finish, publish
 from worker.runners import choose_runner
 from worker.shards import ShardsExhausted
+from worker.verification import run_verified
 from worker.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -124,7 +126,12 @@ def _run_owned(context: AttemptContext) -> None:
         job = session.get(Job, context.job_id)
         assert job is not None
         inputs = load_inputs(session, job, context.settings)
+    check_job_memory(inputs, context.settings)  # before the model loads (InsufficientMemory)
     context.progress.write(JobStage.RESOLVE, RESOLVE_SHARE, 0, message="inputs checked", force=True)
     started = time.monotonic()
-    outcomes = choose_runner(context.settings, inputs)(context, inputs)
-    publish(context, outcomes, attempt_stats(outcomes, time.monotonic() - started))
+    runner = choose_runner(context.settings, inputs)
+    if inputs.verify is None:
+        outcomes, report = runner(context, inputs), None
+    else:  # select on the kept validation rows, then verify on the held-out ones
+        outcomes, report = run_verified(context, inputs, runner)
+    publish(context, outcomes, attempt_stats(outcomes, time.monotonic() - started), report)

@@ -13,6 +13,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.models import LIVE_STATUSES, Job, JobEvent, JobStatus, utcnow
+from app.webhooks.outbox import job_ended
 from worker.watchdog import Watchdog, end_attempt, exit_if_hung
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def settle_cancel(session: Session, job_id: str) -> bool:
     if attempt is None:
         return False
     session.add(JobEvent(job_id=job_id, kind="cancelled", attempt=attempt, message=message))
+    job_ended(session, job_id)
     return True
 
 

@@ -10,8 +10,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.core.models import Job, JobEvent, JobStage, JobStatus, ScoreChunk, Selection, utcnow
-from app.results.scores import write_scores
+from app.core.queue import publish_webhook_delivery
+from app.jobs.service import decontaminate_ids, target_dataset_ids
+from app.results.leaks import write_leaks
+from app.results.scores import RowExplanations, write_scores
 from app.results.selections import add_selection
+from app.webhooks.outbox import job_ended
 from tov_engine import Cancelled, SelectionConfig, SelectionOutcome
 from worker.attempt import AttemptContext
 from worker.engine_bridge import selection_config
@@ -31,10 +35,14 @@ def attempt_stats(outcomes: Sequence[SelectionOutcome], engine_seconds: float) -
 
 
 def publish(
-    context: AttemptContext, outcomes: Sequence[SelectionOutcome], stats: dict[str, Any]
+    context: AttemptContext,
+    outcomes: Sequence[SelectionOutcome],
+    stats: dict[str, Any],
+    verify_report: dict[str, Any] | None = None,
 ) -> None:
     """Every target's scores and default selection, and the status, in one transaction that
-    first re-checks ownership (outcomes in target order; one for a single-target job)."""
+    first re-checks ownership (outcomes in target order; one for a single-target job), with the
+    verification's report when the job asked for one (worker.verification)."""
     with context.sessions() as session:
         job = _lock_owned(context, session)
         if job.cancel_requested:  # asked after the last heartbeat: the cancel wins, no result
@@ -44,17 +52,23 @@ def publish(
         config = selection_config(job.params)
         for target, outcome in enumerate(outcomes):
             _add_target(session, job, outcome, target, config)
+        write_leaks(session, job.id, leak_rows(job, outcomes))
+        job.leak_count = max(len({x.pool_index for x in o.leaks}) for o in outcomes)
         scored = max(int(np.isfinite(o.scores).sum()) for o in outcomes)
         sizes = ", ".join(str(len(o.selection.indices)) for o in outcomes)
         job.status, job.stage, job.progress = JobStatus.SUCCEEDED, JobStage.SELECT, 1.0
         job.rows_done, job.finished_at, job.stats = scored, utcnow(), stats
+        if verify_report is not None:
+            job.verify_report = verify_report
         job.message = f"selected {sizes} of {len(outcomes[0].scores)} rows" + (
             f" for {len(outcomes)} targets" if len(outcomes) > 1 else ""
         )
         session.add(
             JobEvent(job_id=job.id, kind="succeeded", attempt=context.attempt, message=job.message)
         )
+        job_ended(session, job.id)
         session.commit()
+    publish_webhook_delivery("job succeeded")
 
 
 def _add_target(
@@ -68,6 +82,7 @@ def _add_target(
         lengths=outcome.lengths,
         base_indices=outcome.base_indices,
         target=target,
+        explanations=row_explanations(outcome),
     )
     chosen = outcome.selection
     add_selection(
@@ -80,6 +95,39 @@ def _add_target(
         seed=job.seed,
         is_default=True,
         target=target,
+        places=(chosen.bins, chosen.bin_ranks, chosen.bin_quotas),
+    )
+
+
+def leak_rows(job: Job, outcomes: Sequence[SelectionOutcome]) -> list[dict[str, Any]]:
+    """Every target's leaks as stored, the matched file named by its dataset id."""
+    validation, decontaminate = target_dataset_ids(job), decontaminate_ids(job)
+    rows = []
+    for target, outcome in enumerate(outcomes):
+        for leak in outcome.leaks:
+            if leak.source == "validation":
+                dataset = validation[target]
+            elif leak.reference_index < len(decontaminate):
+                dataset = decontaminate[leak.reference_index]
+            else:  # an engine given files the job does not name: keep the file's name
+                dataset = leak.reference.rsplit("/", 1)[-1]
+            rows.append({**leak.as_dict(), "target": target, "dataset_id": dataset})
+    return rows
+
+
+def row_explanations(outcome: SelectionOutcome) -> RowExplanations | None:
+    """The outcome's per-row explanations as stored (None when the method gives none)."""
+    if outcome.binning is None and outcome.loss_before is None:
+        return None
+    size = len(outcome.scores)
+    nan = np.full(size, np.nan, dtype=np.float32)
+    none = np.full(size, -1, dtype=np.int32)
+    placed = outcome.binning
+    return RowExplanations(
+        loss_before=nan if outcome.loss_before is None else outcome.loss_before,
+        loss_after=nan if outcome.loss_after is None else outcome.loss_after,
+        bins=none if placed is None else placed.bins,
+        bin_ranks=none if placed is None else placed.ranks,
     )
 
 
@@ -124,4 +172,7 @@ def finish(context: AttemptContext, status: JobStatus, *, code: str, detail: str
                 message=detail[:4000],
             )
             session.add(event)
+            job_ended(session, context.job_id)
         session.commit()
+    if updated:
+        publish_webhook_delivery(f"job {status}")

@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
 from app.core.models import LIVE_STATUSES, Job, JobEvent, JobStage, JobStatus, Selection, utcnow
-from app.core.queue import publish_job, publish_reselect, queue_depth
+from app.core.queue import (
+    publish_job,
+    publish_reselect,
+    publish_webhook_delivery,
+    queue_depth,
+)
+from app.webhooks.outbox import job_ended
+from worker.webhooks import due_count
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +121,7 @@ def reap_once(session: Session, settings: Settings) -> dict[str, int]:
         session, [job.id for job in jobs if job.status == JobStatus.QUEUED], now
     )
     counts["selections"] = _resend_pending_selections(session, settings, now)
+    counts["webhooks"] = _ask_for_webhooks(session)
     if any(counts.values()):
         logger.info("reaper: %s", counts)
     return counts
@@ -163,6 +171,7 @@ def _fail_exhausted(session: Session, job: Job, now: datetime) -> None:
         "(out of memory or killed?)"
     )
     session.add(JobEvent(job_id=job.id, kind="failed", attempt=job.attempt, message=job.error))
+    job_ended(session, job.id)
 
 
 def _cancel_orphan(session: Session, job: Job, now: datetime) -> None:
@@ -176,6 +185,7 @@ def _cancel_orphan(session: Session, job: Job, now: datetime) -> None:
         else "cancelled: no worker was running it"
     )
     session.add(JobEvent(job_id=job.id, kind="cancelled", attempt=job.attempt, message=job.message))
+    job_ended(session, job.id)
 
 
 def _requeue(session: Session, job: Job, now: datetime) -> None:
@@ -243,6 +253,14 @@ def _resend_pending_selections(session: Session, settings: Settings, now: dateti
         session.execute(update(Selection).where(Selection.id.in_(sent)).values(published_at=now))
     session.commit()
     return len(sent)
+
+
+def _ask_for_webhooks(session: Session) -> int:
+    """Ask for a delivery run when some webhook delivery is due (a retry whose time came, or one
+    whose worker died mid-send): 1 when asked, else 0."""
+    due = due_count(session)
+    session.rollback()
+    return 1 if due and publish_webhook_delivery("sweep") else 0
 
 
 def _loop(stop: threading.Event) -> None:

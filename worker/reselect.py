@@ -10,10 +10,15 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.db import get_sessionmaker
-from app.core.models import Selection
+from app.core.models import Job, Selection
+from app.core.queue import publish_webhook_delivery
+from app.results.leaks import excluded_rows
 from app.results.scores import read_base_indices, read_scores
-from tov_engine import EngineError, SelectionConfig, select
+from app.results.selections import places_bytes
+from app.webhooks.outbox import selection_ready
+from tov_engine import EngineError, SelectionConfig, select_excluding
 from tov_engine import Selection as ChosenRows
+from tov_engine.selection import selection_for_method
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +59,26 @@ def _compute(session: Session, row: Selection) -> None:
     except (EngineError, ValueError) as exc:
         _set_if_pending(session, row.id, status="failed", error=str(exc)[:2000])
         return
-    _set_if_pending(
-        session,
-        row.id,
-        status="ready",
-        size=len(chosen.indices),
-        indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
-        scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
-        from_random=np.array([s == "random" for s in chosen.sources], dtype=np.uint8).tobytes(),
-    )
+    ready = session.execute(
+        update(Selection)
+        .where(Selection.id == row.id, Selection.status == "pending")
+        .values(
+            status="ready",
+            size=len(chosen.indices),
+            indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
+            scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
+            from_random=np.array([s == "random" for s in chosen.sources], dtype=np.uint8).tobytes(),
+            bins=places_bytes(chosen.bins),
+            bin_ranks=places_bytes(chosen.bin_ranks),
+            bin_quotas=places_bytes(chosen.bin_quotas),
+        )
+    ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
+    if ready:  # its event in the same transaction (app.webhooks.outbox)
+        session.refresh(row)
+        selection_ready(session, row)
+    session.commit()
+    if ready:
+        publish_webhook_delivery("selection succeeded")
     logger.info(
         "selection %s of job %s (target %d): %d rows",
         row.id,
@@ -83,7 +99,11 @@ def _select(
         num_bins=row.num_bins,
         min_per_bin=row.min_per_bin,
     )
-    return select(
+    job = session.get(Job, row.job_id)
+    config = selection_for_method(job.method if job is not None else "", config)
+    excluded = excluded_rows(session, row.job_id, row.target, len(scores))
+    return select_excluding(  # the job's leaked rows in mode "exclude" are never picked
+        excluded,
         scores=scores,
         lengths=lengths,
         base_indices=read_base_indices(session=session, job_id=row.job_id, target=row.target),

@@ -8,6 +8,7 @@ from worker.celery_app import celery
 from worker.job_runner import JobRunner
 from worker.reselect import compute_selection
 from worker.shard_scoring import help_with_shards
+from worker.webhooks import deliver_due
 
 logger = logging.getLogger(__name__)
 
@@ -30,3 +31,12 @@ def reselect(selection_id: str) -> None:
 def score_shards(job_id: str) -> None:
     """Help score a staged job's shards (scale-out); exits when none is left to claim."""
     help_with_shards(job_id)
+
+
+@celery.task(name="tov.deliver_webhooks", acks_late=True, ignore_result=True)
+def deliver_webhooks(reason: str = "") -> None:
+    """Send the webhook deliveries that are due (signed, each leased so none is sent twice at
+    once); on the select queue, next to re-selections."""
+    sent = deliver_due()
+    if sent:
+        logger.info("webhooks (%s): %d delivery attempt(s)", reason or "asked", sent)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.models import Job, JobEvent, JobStatus, utcnow
+from app.webhooks.outbox import job_ended
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def end_attempt(
         job.error = job.message = f"{verdict.detail}{tried}"
         kind, message = "failed", job.error
     session.add(JobEvent(job_id=job_id, kind=kind, attempt=attempt, message=message))
+    job_ended(session, job_id)  # nothing when re-queued
     session.commit()
     logger.warning("job %s attempt %d: %s", job_id, attempt, message)
     return True

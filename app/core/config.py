@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,11 @@ class Settings(BaseSettings):
     # The function a worker calls to run a job. Fault tests swap in a fast stand-in; never in use.
     engine_entrypoint: str = "tov_engine:run_selection"
 
+    # The memory a worker's job may use on CPU, in GiB (tov_plan.memory); unset: MemAvailable on
+    # CPU, the GPU's free memory on CUDA. A job predicted to need more fails before it loads
+    # anything ("insufficient_memory").
+    worker_memory_gb: float | None = Field(default=None, gt=0)
+
     # Scale-out: a ToV job whose scored rows exceed this is scored in shards of about this many
     # rows that every worker on the queue takes in parallel (0: one worker scores the whole pool).
     score_shard_rows: int = 0
@@ -84,6 +90,9 @@ class Settings(BaseSettings):
     max_shard_helpers: int = 8
     # Reuse tokenised pools and validation-free base rounds across jobs (artifact_root/pool-cache).
     pool_cache: bool = True
+    # What the workers run on (tov_plan.cost.DEVICE_CLASSES: cpu, h100, a100, l4): a worker's
+    # own kind, and on the API the kind dry runs predict wall time and memory for.
+    device_class: Literal["cpu", "h100", "a100", "l4"] = "cpu"
 
     port: int = 8000
 
@@ -114,6 +123,17 @@ class Settings(BaseSettings):
     hf_cache: Path | None = None
     # /metrics asks for `Authorization: Bearer <token>` when this is set; unset: open.
     metrics_token: SecretStr | None = None
+
+    # Webhooks (app/webhooks, worker/webhooks.py). Receivers must be https:// hosts on this
+    # allow-list ("*.example.com", "*": any) resolving to public addresses (the SSRF rules of
+    # https:// references); webhook_allow_insecure also lets http:// and private or loopback
+    # receivers through (development, tests, a receiver on the operator's own network).
+    webhook_hosts: list[str] = ["*"]
+    webhook_allow_insecure: bool = False
+    # Seconds to wait before each attempt (the first after the event, each next after the one
+    # before); past the last the delivery fails. Default: the Standard Webhooks schedule, 27.6 h.
+    webhook_retry_schedule: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
 
 @lru_cache

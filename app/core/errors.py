@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     MODEL_ERROR = "model_error"  # the model cannot be found or loaded
     CONFIG_ERROR = "config_error"  # the job's parameters cannot run
     CHECKPOINT_ERROR = "checkpoint_error"  # a stored checkpoint is unusable
+    INSUFFICIENT_MEMORY = "insufficient_memory"  # the job's predicted peak exceeds the device's
     ENGINE_ERROR = "engine_error"  # any other failure the engine reports
     SHARD_FAILED = "shard_failed"  # a scoring shard failed on every attempt
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # the attempt cap was reached

@@ -62,6 +62,7 @@ class JobStage(StrEnum):
     TRAIN = "train"
     SCORE = "score"
     SELECT = "select"
+    VERIFY = "verify"  # fine-tuning on the selection and on random subsets (`verify` jobs)
 
 
 TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -156,6 +157,11 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200), default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Pool rows the leakage check flagged (distinct, the most of any target; migration 0009).
+    leak_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The verification of the selection (`verify` jobs, migration 0011): the report, or
+    # {"error": ...} when verifying failed after a valid selection; None until published.
+    verify_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     published_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -189,6 +195,14 @@ class ScoreChunk(Base):
     scores: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32, NaN = base subset
     lengths: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int32
     flags: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)  # uint8; 1 = in U
+    # Explanations (migration 0010; None for jobs before it or methods without them): each row's
+    # mean loss per loss token under theta_bas and theta_val averaged over rounds (little-endian
+    # float32, NaN = not scored), and its length bin and rank by score within it under the default
+    # selection's settings (little-endian int32, -1 = none).
+    loss_before: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    loss_after: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    bins: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    bin_ranks: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
 
 class Selection(Base):
@@ -206,6 +220,11 @@ class Selection(Base):
     indices: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64
     scores: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32
     from_random: Mapped[bytes] = mapped_column(LargeBinary)  # uint8: 1 = random half
+    # Why each row was picked (migration 0010; None before it): a score pick's length bin, rank by
+    # score within it and its bin's score picks (little-endian int32 each, -1 for random picks).
+    bins: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    bin_ranks: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    bin_quotas: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
     error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -214,6 +233,29 @@ class Selection(Base):
     published_at: Mapped[datetime | None] = mapped_column(default=None)
     # Runs of a pending selection so far: past reselect_max_attempts it fails (worker.reselect).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class JobLeak(Base):
+    """A pool row the leakage check flagged: its best match in one reference (migration 0009).
+
+    Rows, not a JSON artifact: GET /v1/jobs/{id}/leaks pages them by a keyset on (target,
+    pool_index, id), and re-selection reads the excluded pool indices of one target with an
+    indexed query; a job has few leaks (a row each), so the table stays small."""
+
+    __tablename__ = "job_leak"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    target: Mapped[int] = mapped_column(Integer, default=0)  # validation leaks are per target
+    pool_index: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(20))  # "validation" | "decontaminate"
+    dataset_id: Mapped[str] = mapped_column(String(40))  # the matched dataset (no FK: kept)
+    match_index: Mapped[int] = mapped_column(BigInteger)
+    similarity: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(10))  # "exact" | "near"
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    pool_preview: Mapped[str] = mapped_column(Text, default="")
+    match_preview: Mapped[str] = mapped_column(Text, default="")
 
 
 class JobShard(Base):
@@ -234,3 +276,66 @@ class JobShard(Base):
     seconds: Mapped[float | None] = mapped_column(Float, default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookDeliveryStatus(StrEnum):
+    PENDING = "pending"  # due at next_attempt_at (or in flight until then)
+    DELIVERED = "delivered"  # the endpoint answered 2xx: never sent again
+    FAILED = "failed"  # every attempt of the retry schedule failed
+
+
+class Webhook(Base):
+    """An endpoint events are signed and sent to: a tenant's (job_id None) or one job's
+    `notify_url` (job_id set; it gets every event of that job)."""
+
+    __tablename__ = "webhook"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("wh"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("job.id", ondelete="CASCADE"), default=None, index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The Standard Webhooks signing secret (whsec_<base64>): kept so the server can sign, shown
+    # to the tenant once, in the answer that created it.
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookEvent(Base):
+    """The outbox: one row per event, written in the transaction of the state change it tells."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)  # no FK
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: sent until the endpoint answers 2xx, on a back-off schedule."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (UniqueConstraint("event_id", "webhook_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dlv"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_event.id", ondelete="CASCADE"))
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(
+        String(20), default=WebhookDeliveryStatus.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Every attempt: {"attempt", "at", "status_code", "error", "duration_ms"}.
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

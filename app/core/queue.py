@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 RUN_JOB_TASK = "tov.run_job"
 RESELECT_TASK = "tov.reselect"
 SCORE_SHARDS_TASK = "tov.score_shards"
+DELIVER_WEBHOOKS_TASK = "tov.deliver_webhooks"
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -71,6 +72,12 @@ def publish_job(job_id: str) -> bool:
 def publish_reselect(selection_id: str) -> bool:
     """Ask a worker to compute a pending selection from stored scores (no GPU)."""
     return _send(RESELECT_TASK, selection_id, get_settings().select_queue)
+
+
+def publish_webhook_delivery(reason: str) -> bool:
+    """Ask a worker on the select queue to send the webhook deliveries that are due (the reaper
+    asks again at every sweep while some are due, so a lost message only delays them)."""
+    return _send(DELIVER_WEBHOOKS_TASK, reason, get_settings().select_queue)
 
 
 def publish_shard_helpers(job_id: str, count: int) -> int:

@@ -43,6 +43,7 @@ from app.core.queue import publish_job
 from app.datasets.quota import check_storage
 from app.datasets.references import failed_detail
 from app.datasets.service import Prepared, prepare_reference
+from app.webhooks.outbox import job_ended
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,12 @@ def _job_refs(job: Job) -> list[tuple[str, str]]:
     """(field name, dataset id) for each dataset the job reads, pool first."""
     targets = list(job.validation_dataset_ids or [job.validation_dataset_id])
     names = ["validation"] if len(targets) == 1 else [f"targets[{k}]" for k in range(len(targets))]
-    return [("pool", job.pool_dataset_id), *zip(names, targets, strict=True)]
+    decontaminate = list((job.params or {}).get("decontaminate_against") or [])
+    return [
+        ("pool", job.pool_dataset_id),
+        *zip(names, targets, strict=True),
+        *((f"decontaminate_against[{i}]", d) for i, d in enumerate(decontaminate)),
+    ]
 
 
 def settle_waiting_jobs(session: Session, tenant_id: str) -> list[str]:
@@ -182,6 +188,7 @@ def settle_waiting_jobs(session: Session, tenant_id: str) -> list[str]:
             job.error_code = "invalid_dataset"
             job.error = f"{field}: {failed_detail(dataset)}"
             session.add(JobEvent(job_id=job.id, kind="failed", message=job.error[:2000]))
+            job_ended(session, job.id)
         elif all(d.status == DatasetStatus.READY for _, d in refs):
             job.stage, job.message = None, None
             job.rows_total = refs[0][1].rows

@@ -196,6 +196,9 @@ def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None
         )
     )
     used = (used or 0) + sum(1 for ids in target_lists if dataset.id in (ids or [])[1:])
+    # A decontamination reference (`decontaminate_against`, kept in the job's params).
+    params = session.scalars(select(Job.params).where(Job.tenant_id == tenant.id))
+    used += sum(1 for p in params if dataset.id in ((p or {}).get("decontaminate_against") or []))
     if used:
         raise Conflict(f"Dataset '{dataset_id}' is used by {used} job(s); delete them first.")
     session.delete(dataset)

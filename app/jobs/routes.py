@@ -5,28 +5,40 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.core.auth import SessionDep, TenantDep
 from app.core.config import get_settings
 from app.core.limits import job_quota, rate_limit
 from app.core.models import JobStage, JobStatus
+from app.core.queue import publish_webhook_delivery
 from app.datasets import ingest
-from app.jobs import listing, service
-from app.jobs.schemas import JobCreate, JobList, JobRead
+from app.jobs import dry_run, listing, service
+from app.jobs.schemas import DryRunRead, JobCreate, JobList, JobRead
 from app.schemas import MetadataFilter, OptionalRfc3339
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(rate_limit)])
 
 
-@router.post("", status_code=202, response_model=JobRead, dependencies=[Depends(job_quota)])
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    dependencies=[Depends(job_quota)],
+    responses={200: {"model": DryRunRead, "description": "`dry_run: true`: the estimate, no job"}},
+)
 def create_job(
     body: JobCreate,
     response: Response,
     session: SessionDep,
     tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JobRead:
+) -> JobRead | JSONResponse:
+    if body.dry_run:  # nothing written, nothing queued (app/jobs/dry_run.py)
+        settings = get_settings()
+        answer = dry_run.estimate(session=session, settings=settings, tenant=tenant, body=body)
+        return JSONResponse(DryRunRead(**answer).model_dump(mode="json"), status_code=200)
     job, created = service.create_job(
         session=session,
         settings=get_settings(),
@@ -45,7 +57,7 @@ def create_job(
         ingest.send(released)
         session.refresh(job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.to_read(job)
+    return service.created_read(session, job)
 
 
 @router.get("", response_model=JobList)
@@ -87,6 +99,8 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
     """A queued job answers `cancelled`; a running one `cancelling` until its worker stops it."""
     job = service.request_cancel(session=session, tenant=tenant, job_id=job_id)
     session.commit()
+    if job.status == JobStatus.CANCELLED:
+        publish_webhook_delivery("job cancelled")  # after the commit; the reaper also asks
     return service.to_read(job)
 
 

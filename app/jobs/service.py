@@ -30,18 +30,49 @@ from app.core.models import (
 )
 from app.core.queue import publish_job
 from app.datasets.references import prepare_local_refs, resolve_reference
-from app.jobs.schemas import JobCreate, JobError, JobRead, Progress
+from app.jobs.schemas import (
+    JobCreate,
+    JobError,
+    JobNotify,
+    JobRead,
+    LeakageParams,
+    Progress,
+    VerifyRead,
+)
+from app.webhooks.outbox import job_ended
+from app.webhooks.service import create_job_endpoint, job_endpoint
+from app.webhooks.urls import check_receiver
+
+
+def _later_defaults() -> dict[str, object]:
+    """Fields added after the first release, at the value a body that omits them gets."""
+    return {
+        "targets": None,
+        "precision": "auto",
+        "gradient_checkpointing": "auto",
+        "notify_url": None,
+        "dry_run": False,
+        "decontaminate_against": [],
+        "leakage": LeakageParams().model_dump(mode="json"),
+        "verify": None,
+    }
+
+
+LATER_TOV_DEFAULTS = {"train_tokens_per_micro_batch": 4096}
 
 
 def request_hash(body: JobCreate) -> str:
-    """The body's digest; `targets` counts (in order) but a single-target body hashes as before
-    targets existed (and a default `precision` as before it existed), so an Idempotency-Key
-    retried across the upgrade still matches."""
+    """The body's digest. A field added after the first release counts only when it differs
+    from its default, so an Idempotency-Key retried across an upgrade still matches (`targets`
+    counts in order when given)."""
     dumped = body.model_dump(mode="json")
-    if dumped.get("targets") is None:
-        dumped.pop("targets", None)
-    if dumped.get("precision") == "auto":  # likewise for bodies from before `precision`
-        dumped.pop("precision", None)
+    for name, default in _later_defaults().items():
+        if name in dumped and dumped[name] == default:
+            del dumped[name]
+    tov = dumped.get("tov", {})
+    for name, default in LATER_TOV_DEFAULTS.items():
+        if tov.get(name) == default:
+            del tov[name]
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -49,6 +80,11 @@ def request_hash(body: JobCreate) -> str:
 def target_dataset_ids(job: Job) -> list[str]:
     """The job's validation dataset ids in target order; K = len(...) (1 for most jobs)."""
     return list(job.validation_dataset_ids or [job.validation_dataset_id])
+
+
+def decontaminate_ids(job: Job) -> list[str]:
+    """The job's decontamination datasets (`decontaminate_against`), in the order named."""
+    return list(job.params.get("decontaminate_against") or [])
 
 
 def check_target(job: Job, target: int) -> int:
@@ -85,6 +121,8 @@ def create_job(
         if found is not None:
             return found, False
     require_known_model(body.model or settings.default_model, settings)  # 422, not a late fail
+    if body.notify_url is not None:  # the SSRF rules, before anything is written
+        check_receiver(body.notify_url, settings, field="notify_url")
     job = _new_job(session=session, settings=settings, tenant=tenant, body=body)
     job.idempotency_key, job.request_hash = idempotency_key, digest
     session.add(job)
@@ -97,6 +135,11 @@ def create_job(
             raise
         return found, False
     session.add(JobEvent(job_id=job.id, kind="created", message="job accepted"))
+    if body.notify_url is not None:
+        endpoint = create_job_endpoint(
+            session=session, tenant_id=tenant.id, job_id=job.id, url=body.notify_url
+        )
+        job.params = {**job.params, "notify": {"url": endpoint.url, "webhook_id": endpoint.id}}
     return job, True
 
 
@@ -107,10 +150,11 @@ def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobC
         ("validation" if body.targets is None else f"targets[{k}]", ref)
         for k, ref in enumerate(refs)
     ]
+    named += [(f"decontaminate_against[{i}]", r) for i, r in enumerate(body.decontaminate_against)]
     # file:// references are validated first, with no transaction open; remote ones are added
     # `validating` and fetched after the commit (app.datasets.ingest): the job waits for them.
     prepared = prepare_local_refs(session=session, settings=settings, tenant=tenant, refs=named)
-    pool, *validations = [
+    pool, *resolved = [
         resolve_reference(
             session=session,
             settings=settings,
@@ -121,7 +165,8 @@ def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobC
         )
         for (field_name, ref), ready in zip(named, prepared, strict=True)
     ]
-    waiting = [d.id for d in (pool, *validations) if d.status == DatasetStatus.VALIDATING]
+    validations, decontaminate = resolved[: len(refs)], resolved[len(refs) :]
+    waiting = [d.id for d in (pool, *resolved) if d.status == DatasetStatus.VALIDATING]
     return Job(
         stage=JobStage.WAITING_FOR_DATASETS if waiting else None,
         message=f"waiting for datasets {', '.join(waiting)}" if waiting else None,
@@ -137,6 +182,9 @@ def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobC
             "selection": body.selection.model_dump(mode="json"),
             "max_length": body.max_length,
             "precision": body.precision,
+            "gradient_checkpointing": body.gradient_checkpointing,
+            **_leakage_params(body, [d.id for d in decontaminate]),
+            **({"verify": body.verify.model_dump(mode="json")} if body.verify else {}),
         },
         seed=body.seed,
         job_metadata=body.metadata,
@@ -144,11 +192,21 @@ def _new_job(*, session: Session, settings: Settings, tenant: Tenant, body: JobC
     )
 
 
+def _leakage_params(body: JobCreate, decontaminate: list[str]) -> dict[str, object]:
+    """The leakage check's stored settings: only what the body set (older jobs have none)."""
+    params: dict[str, object] = {}
+    if decontaminate:
+        params["decontaminate_against"] = decontaminate
+    if body.leakage != LeakageParams():
+        params["leakage"] = body.leakage.model_dump(mode="json")
+    return params
+
+
 def waiting_datasets(session: Session, job: Job) -> list[str]:
     """The `validating` datasets a waiting job reads (none: it may be sent)."""
     if job.stage != JobStage.WAITING_FOR_DATASETS:
         return []
-    ids = {job.pool_dataset_id, *target_dataset_ids(job)}
+    ids = {job.pool_dataset_id, *target_dataset_ids(job), *decontaminate_ids(job)}
     return list(
         session.scalars(
             select(Dataset.id).where(
@@ -230,9 +288,21 @@ def request_cancel(*, session: Session, tenant: Tenant, job_id: str) -> Job:
     ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
     if changed:
         session.add(JobEvent(job_id=job.id, kind="cancel_requested", message="cancel requested"))
+        job_ended(session, job.id)  # a queued job is cancelled now: its event (none if cancelling)
     session.flush()
     session.refresh(job)
     return job
+
+
+def created_read(session: Session, job: Job) -> JobRead:
+    """The job as the answer that created it (or its idempotent replay) shows it: with the
+    notify_url endpoint's signing secret, which no other answer carries."""
+    read = to_read(job)
+    if read.notify is not None:
+        endpoint = job_endpoint(session, job.id)
+        if endpoint is not None:
+            read.notify.secret = endpoint.secret
+    return read
 
 
 def eta_seconds(job: Job) -> float | None:
@@ -254,6 +324,7 @@ def to_read(job: Job) -> JobRead:
     base = f"/v1/jobs/{job.id}"
     targets = target_dataset_ids(job)
     links = {"self": base, "selection": f"{base}/selection", "scores": f"{base}/scores"}
+    links["leaks"] = f"{base}/leaks"
     for k in range(1, len(targets)):  # target 0 is the plain links above
         links[f"selection_{k}"] = f"{base}/selection?target={k}"
         links[f"scores_{k}"] = f"{base}/scores?target={k}"
@@ -277,7 +348,19 @@ def to_read(job: Job) -> JobRead:
         metadata=job.job_metadata,
         error=error,
         links=links,
+        leak_count=job.leak_count or 0,
+        notify=JobNotify(**job.params["notify"]) if job.params.get("notify") else None,
+        verify=verify_read(job),
     )
+
+
+def verify_read(job: Job) -> VerifyRead | None:
+    """The job's `verify`: the request, plus the report (or its error) once published."""
+    asked = job.params.get("verify")
+    if not asked:
+        return None
+    report = {k: v for k, v in (job.verify_report or {}).items() if k in VerifyRead.model_fields}
+    return VerifyRead(**{**report, **asked})
 
 
 def delete_job(*, session: Session, settings: Settings, tenant: Tenant, job_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -12,9 +13,10 @@ from app.core.artifacts import dataset_available
 from app.core.errors import Conflict
 from app.core.models import Dataset, Job, Tenant
 from app.jobs.service import get_job
+from app.results.explain import score_columns, selection_columns
 from app.results.export import ExportFormat, iter_export
 from app.results.pool_rows import PoolFile
-from app.results.scores import read_scores
+from app.results.scores import read_explanations, read_scores
 from app.results.selections import StoredSelection, load_selection
 from app.results.subset import iter_subset
 
@@ -35,6 +37,7 @@ class SelectionQuery:
     fmt: ExportFormat
     selection_id: str | None
     target: int | None
+    explain: bool = False  # the selection download: why each row was picked (explain.py)
 
 
 def _file_name(job_id: str, target: int, what: str) -> str:
@@ -51,24 +54,38 @@ def _load(session: Session, job: Job, query: SelectionQuery) -> StoredSelection:
 def selection_file(
     *, session: Session, tenant: Tenant, job_id: str, query: SelectionQuery
 ) -> Download:
-    """One row per selected pool row: index, score, source (`score` or `random`)."""
+    """One row per selected pool row: index, score, source (`score` or `random`); with
+    `query.explain` also why it was picked and its losses (explain.selection_columns)."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     chosen = _load(session, job, query)
     sources = np.where(chosen.from_random, "random", "score")
-    columns = {"index": chosen.indices, "score": chosen.scores, "source": sources}
+    columns: dict[str, Any] = {"index": chosen.indices, "score": chosen.scores, "source": sources}
+    if query.explain:
+        explained = read_explanations(session=session, job_id=job.id, target=chosen.target)
+        columns.update(selection_columns(chosen, explained))
     return Download(_file_name(job.id, chosen.target, "selection"), iter_export(columns, query.fmt))
 
 
 def scores_file(
-    *, session: Session, tenant: Tenant, job_id: str, fmt: ExportFormat, target: int | None
+    *,
+    session: Session,
+    tenant: Tenant,
+    job_id: str,
+    fmt: ExportFormat,
+    target: int | None,
+    explain: bool = False,
 ) -> Download:
-    """Every pool row's score for one target (null for the unscored base subset), its length."""
+    """Every pool row's score for one target (null for the unscored base subset), its length;
+    with `explain` also its losses before and after, length bin and rank in it."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     target = target or 0
     # Checks the target exists and the job succeeded.
     load_selection(session=session, job=job, selection_id=None, target=target)
     scores, lengths = read_scores(session=session, job_id=job.id, target=target)
-    columns = {"index": np.arange(len(scores)), "score": scores, "length": lengths}
+    columns: dict[str, Any] = {"index": np.arange(len(scores)), "score": scores, "length": lengths}
+    if explain:
+        explained = read_explanations(session=session, job_id=job.id, target=target)
+        columns.update(score_columns(explained))
     return Download(_file_name(job.id, target, "scores"), iter_export(columns, fmt))
 
 

@@ -50,7 +50,8 @@ def iter_export(
     columns: Mapping[str, np.ndarray | list[Any]], fmt: ExportFormat
 ) -> Iterator[bytes]:
     """Yield the file in pieces of BATCH_ROWS rows; NaN scores become null (JSON) or empty (CSV)."""
-    table = pa.table({name: _to_arrow(np.asarray(col)) for name, col in columns.items()})
+    # asanyarray: a masked column's masked values are null too.
+    table = pa.table({name: _to_arrow(np.asanyarray(col)) for name, col in columns.items()})
     if fmt == "parquet":
         buffer = io.BytesIO()
         pq.write_table(table, buffer)

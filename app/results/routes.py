@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from app.core.auth import SessionDep, TenantDep
 from app.core.limits import rate_limit
 from app.jobs.schemas import MAX_TARGETS
-from app.results import download, selections
+from app.results import download, explain, leaks, selections
 from app.results.export import MEDIA_TYPES, ExportFormat
 from app.results.schemas import SelectionCreate, SelectionRead
 
@@ -29,12 +29,26 @@ TargetQuery = Annotated[
 ]
 
 
+ExplainQuery = Annotated[
+    bool,
+    Query(
+        description="add the explanation columns: each row's loss before and after (averaged "
+        "over rounds), length bin and rank in it; for /selection also why it was picked (reason)"
+    ),
+]
+
+
 def selection_query(
-    fmt: FormatQuery = "jsonl", selection_id: SelectionIdQuery = None, target: TargetQuery = None
+    fmt: FormatQuery = "jsonl",
+    selection_id: SelectionIdQuery = None,
+    target: TargetQuery = None,
+    explain: ExplainQuery = False,
 ) -> download.SelectionQuery:
     """The query parameters that pick a selection to download (a dependency: one declaration
-    for both downloads that take them)."""
-    return download.SelectionQuery(fmt=fmt, selection_id=selection_id, target=target)
+    for both downloads that take them; `explain` matters to /selection only)."""
+    return download.SelectionQuery(
+        fmt=fmt, selection_id=selection_id, target=target, explain=explain
+    )
 
 
 SelectionQueryDep = Annotated[download.SelectionQuery, Depends(selection_query)]
@@ -64,13 +78,53 @@ def download_scores(
     tenant: TenantDep,
     fmt: FormatQuery = "jsonl",
     target: TargetQuery = None,
+    explain: ExplainQuery = False,
 ) -> StreamingResponse:
     """Every pool row's score for one target (null for the base subset, which is not scored)
-    and its length."""
+    and its length; with `explain=true` also loss_before, loss_after, bin and bin_rank."""
     file = download.scores_file(
-        session=session, tenant=tenant, job_id=job_id, fmt=fmt, target=target
+        session=session, tenant=tenant, job_id=job_id, fmt=fmt, target=target, explain=explain
     )
     return _attachment(file, fmt)
+
+
+@router.get("/{job_id}/harmful")
+def harmful_rows(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=explain.MAX_HARMFUL)] = 20,
+    target: TargetQuery = None,
+) -> dict[str, Any]:
+    """The rows whose loss rose most when the model was nudged toward the target (theta_bas to
+    theta_val): largest loss_after - loss_before first, with a text preview of each."""
+    return explain.harmful_rows(
+        session=session, tenant=tenant, job_id=job_id, limit=limit, target=target
+    )
+
+
+@router.get("/{job_id}/leaks")
+def list_leaks(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    target: Annotated[int, Query(ge=0, lt=MAX_TARGETS)] = 0,
+    limit: Annotated[int, Query(ge=1, le=leaks.MAX_LEAKS_PAGE)] = leaks.LEAKS_PAGE,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    excluded: bool | None = None,
+) -> dict[str, Any]:
+    """The pool rows the leakage check flagged for a target, in pool order: the matched row
+    (source validation|decontaminate, dataset, index, a text preview), the similarity, the kind
+    (exact|near) and whether the row is excluded from selection; paged by `next_cursor`."""
+    return leaks.list_leaks(
+        session=session,
+        tenant=tenant,
+        job_id=job_id,
+        target=target,
+        limit=limit,
+        cursor=cursor,
+        excluded=excluded,
+    )
 
 
 @router.get("/{job_id}/subset")

@@ -25,6 +25,20 @@ class StoredSelection:
     indices: np.ndarray  # (n,) int64
     scores: np.ndarray  # (n,) float32
     from_random: np.ndarray  # (n,) bool
+    # Why each row was picked (None for selections stored before migration 0010): a score pick's
+    # length bin, its rank by score within the bin, the bin's score picks; -1 for random picks.
+    bins: np.ndarray | None = None  # (n,) int32
+    bin_ranks: np.ndarray | None = None  # (n,) int32
+    bin_quotas: np.ndarray | None = None  # (n,) int32
+
+
+def places_bytes(values: np.ndarray | None) -> bytes | None:
+    """A selection's bins, ranks or quotas as stored (little-endian int32), or None."""
+    return None if values is None else np.asarray(values, dtype="<i4").tobytes()
+
+
+def _places(stored: bytes | None) -> np.ndarray | None:
+    return None if stored is None else np.frombuffer(stored, dtype="<i4").astype(np.int32)
 
 
 def add_selection(
@@ -41,8 +55,10 @@ def add_selection(
     is_default: bool,
     target: int = 0,
     min_per_bin: int = 0,
+    places: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] = (None, None, None),
 ) -> Selection:
-    """Add a ready selection of one target of the job (the worker's default one, or a reselect)."""
+    """Add a ready selection of one target of the job (the worker's default one, or a reselect);
+    `places`: each row's (bin, rank in bin, bin quota), the reasons it was picked."""
     row = Selection(
         job_id=job_id,
         target=target,
@@ -55,6 +71,9 @@ def add_selection(
         indices=np.asarray(indices, dtype="<i8").tobytes(),
         scores=np.asarray(scores, dtype="<f4").tobytes(),
         from_random=np.asarray(from_random, dtype=np.uint8).tobytes(),
+        bins=places_bytes(places[0]),
+        bin_ranks=places_bytes(places[1]),
+        bin_quotas=places_bytes(places[2]),
         is_default=is_default,
     )
     session.add(row)
@@ -97,6 +116,9 @@ def load_selection(
         indices=np.frombuffer(row.indices, dtype="<i8").astype(np.int64),
         scores=np.frombuffer(row.scores, dtype="<f4").astype(np.float32),
         from_random=np.frombuffer(row.from_random, dtype=np.uint8).astype(bool),
+        bins=_places(row.bins),
+        bin_ranks=_places(row.bin_ranks),
+        bin_quotas=_places(row.bin_quotas),
     )
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from app.core.auth import SessionDep, TenantDep
 from app.core.errors import NotFound
-from app.ui import service
+from app.ui import explanations, service
 from app.ui.service import UI_DIR
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -94,4 +94,18 @@ def job_composition(
     """How the selection splits over the pool's `column` (default `source`) against the pool."""
     return service.job_composition(
         session=session, tenant=tenant, job_id=job_id, column=column, selection_id=selection_id
+    )
+
+
+@router.get("/api/jobs/{job_id}/explanations")
+def job_explanations(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=explanations.MAX_ROWS)] = 100,
+    selection_id: Annotated[str | None, Query(max_length=60)] = None,
+) -> dict[str, Any]:
+    """The selected rows with why each was picked, their losses and a text preview."""
+    return explanations.selected_rows(
+        session=session, tenant=tenant, job_id=job_id, limit=limit, selection_id=selection_id
     )

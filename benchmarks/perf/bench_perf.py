@@ -3,10 +3,10 @@
     .venv/bin/python -m benchmarks.perf.bench_perf [--quick]      (make bench-perf)
 
 - scoring_vs_forward_ratio: the engine's ToV scoring throughput (one round: two passes) over the
-  model's bare transformers forward throughput on the same batches (SmolLM2-135M, a small pool).
-  Two passes a row make 0.5 the limit for equal passes; the engine runs the output head only on
-  loss-bearing positions, so against the plain forward (head on every position) it can pass 0.5.
-  The stricter ratio against the transformer body alone is in the details.
+  throughput of the cheapest forward that yields the same losses (throughput.bare_forward: hidden
+  states, then the head on loss-bearing positions only) on the same batches (SmolLM2-135M, a
+  small pool). Two passes a row make 0.5 the true limit. The ratios against the plain forward
+  (head on every position) and the transformer body alone are in the details.
 - padding_waste: padded-token share of the scoring batches (demo pool; a synthetic long tail).
 - peak_rss_mb_by_pool_size: peak RSS of a whole ToV job at N and 10N rows (tiny model).
 - second_target_time_ratio: a second validation set on a cached pool / the first job

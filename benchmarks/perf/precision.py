@@ -42,6 +42,19 @@ def score_half(outcome: SelectionOutcome) -> set[int]:
     return {int(i) for i, s in zip(sel.indices, sel.sources, strict=True) if s == "score"}
 
 
+def compare(fp32: SelectionOutcome, bf16: SelectionOutcome) -> dict[str, float | int]:
+    """Spearman of the two score vectors over the rows both scored, and the overlap of the score
+    halves of the two selections (the GPU benchmark compares its two policies with this too)."""
+    scored = ~np.isnan(fp32.scores) & ~np.isnan(bf16.scores)
+    a, b = score_half(fp32), score_half(bf16)
+    return {
+        "rows_scored": int(scored.sum()),
+        "spearman": round(spearman(fp32.scores[scored], bf16.scores[scored]), 4),
+        "score_half_overlap": round(len(a & b) / max(1, len(a)), 4),
+        "score_half_size": len(a),
+    }
+
+
 def run(precision: str) -> tuple[SelectionOutcome, float]:
     """The demo's job under `precision`, and its seconds."""
     config = JobConfig(
@@ -59,14 +72,9 @@ def run(precision: str) -> tuple[SelectionOutcome, float]:
 def main() -> None:
     torch.set_num_threads(2)
     (fp32, t32), (bf16, t16) = run("float32"), run("bfloat16")
-    scored = ~np.isnan(fp32.scores) & ~np.isnan(bf16.scores)
-    a, b = score_half(fp32), score_half(bf16)
     result = {
         "model": MODEL.name,
-        "rows_scored": int(scored.sum()),
-        "spearman": round(spearman(fp32.scores[scored], bf16.scores[scored]), 4),
-        "score_half_overlap": round(len(a & b) / max(1, len(a)), 4),
-        "score_half_size": len(a),
+        **compare(fp32, bf16),
         "seconds_float32": round(t32, 1),
         "seconds_bfloat16": round(t16, 1),
         "date": time.strftime("%Y-%m-%d"),

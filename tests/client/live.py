@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.processes import running_api, running_worker
 from tov_client import Client, Job
@@ -119,19 +120,22 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> Path:
 
 
 @contextmanager
-def live_service(env: dict[str, str], key: str, data_dir: Path, logs: Path) -> Iterator[Live]:
-    """Start the API and one worker, upload the pool, run one job to the end, and yield."""
+def live_service(
+    env: dict[str, str], key: str, data_dir: Path, logs: Path, job: dict[str, Any] | None = None
+) -> Iterator[Live]:
+    """Start the API and one worker, upload the pool, run one job (`job`, default JOB) to the
+    end, and yield."""
     pool_path = write_rows(data_dir / "live-pool.jsonl", pool_rows())
     validation_path = write_rows(data_dir / "live-validation.jsonl", VALIDATION)
     with running_api(env, logs) as url, running_worker(env, logs):
         with Client(url, key, timeout=30) as client:
             pool = client.upload_dataset(pool_path)
-            job = client.create_job(
-                pool, f"file://{validation_path}", metadata={"suite": "live"}, **JOB
+            created = client.create_job(
+                pool, f"file://{validation_path}", metadata={"suite": "live"}, **(job or JOB)
             )
             try:
-                job = client.wait(job.id, poll_interval=0.3, timeout=240)
+                done = client.wait(created.id, poll_interval=0.3, timeout=240)
             except Exception as exc:
                 log = (logs / "worker.log").read_text()[-3000:]
                 raise AssertionError(f"the live job did not succeed: {exc}\n{log}") from exc
-        yield Live(url, key, pool_path, validation_path, job)
+        yield Live(url, key, pool_path, validation_path, done)

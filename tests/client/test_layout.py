@@ -36,4 +36,4 @@ def test_the_public_surface_is_kept() -> None:
     assert scripts["tov"] == "tov_client.cli:app"
     commands = {c.name for c in cli.app.registered_commands}
     groups = {g.name for g in cli.app.registered_groups}
-    assert commands == {"download", "models"} and groups == {"datasets", "jobs"}
+    assert commands == {"download", "models"} and groups == {"datasets", "jobs", "webhooks"}

@@ -135,10 +135,14 @@ def test_cli_parquet_in_jsonl_and_csv_out(
     ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 10 and set(rows[0]) == {"index", "score", "source"}
+    assert len(rows) == 10
+    assert list(rows[0]) == ["index", "score", "source", "reason", "bin", "bin_rank", "bin_quota"]
     assert rows[0]["index"] == TARGET_INDEX and {r["source"] for r in rows} == {"score"}
     table = pd.read_csv(scores)
-    assert len(table) == 49 - 5 and list(table.columns) == ["index", "score", "length"]
+    assert len(table) == 49 - 5
+    assert list(table.columns) == [
+        "index", "score", "length", "loss_before", "loss_after", "bin", "bin_rank"
+    ]  # fmt: skip
     assert "selected 10 of 49 rows" in capsys.readouterr().out
 
 

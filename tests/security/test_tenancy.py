@@ -35,8 +35,9 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
     from fastapi.testclient import TestClient
 
     from app.core.db import get_sessionmaker
-    from app.core.models import Job
+    from app.core.models import Job, Webhook
     from app.main import create_app
+    from app.webhooks.service import new_secret
 
     key_a, key_b = make_key("tenant-a-s3"), make_key("tenant-b-s3")
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -67,7 +68,18 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
             row = session.get(Job, b_job["id"])
             assert row is not None
             row.status = "succeeded"
+            owner = session.get(Job, done["id"])
+            assert owner is not None
+            # A's webhook endpoint, written directly: its URL check resolves names (no network).
+            hook = Webhook(
+                tenant_id=owner.tenant_id,
+                url="https://hooks.tenant-a-s3.example/tov",
+                event_types=["job.succeeded"],
+                secret=new_secret(),
+            )
+            session.add(hook)
             session.commit()
+            webhook_id = hook.id
         yield {
             "client": client,
             "a": key_a,
@@ -76,6 +88,7 @@ def world(service_env: dict[str, str]) -> Iterator[dict[str, Any]]:
                 "dataset_id": [pool["id"], val["id"], spare.json()["id"]],
                 "job_id": [queued["id"], done["id"]],
                 "selection_id": [selection_id],
+                "webhook_id": [webhook_id],
             },
             "b_job": b_job["id"],
             "b_pool": b_pool.json()["id"],
@@ -97,7 +110,7 @@ def _dataset_uri(dataset_id: str) -> str:
 def _snapshot(*ids: str) -> dict[str, Any]:
     """Everything tenant A owns, as plain data, to compare before and after the attack."""
     from app.core.db import get_sessionmaker
-    from app.core.models import Dataset, Job, JobEvent, Selection
+    from app.core.models import Dataset, Job, JobEvent, Selection, Webhook
 
     with get_sessionmaker()() as session:
         jobs = session.scalars(select(Job).where(Job.id.in_(ids))).all()
@@ -116,6 +129,10 @@ def _snapshot(*ids: str) -> dict[str, Any]:
                 .select_from(JobEvent)
                 .join(Job, Job.id == JobEvent.job_id)
                 .where(Job.tenant_id == tenant)
+            ),
+            "webhooks": sorted(
+                (w.id, w.url, w.secret)
+                for w in session.scalars(select(Webhook).where(Webhook.tenant_id == tenant))
             ),
             "selections": sorted(
                 (s.id, s.status, s.size)

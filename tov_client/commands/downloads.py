@@ -33,6 +33,14 @@ def download(
         int | None,
         typer.Option(min=0, help="Which target of a multi-target job, 0-based (default 0)."),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="selection, scores: add each row's loss before/after, length bin and rank in it "
+            "(a selection: also why it was picked)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Download a succeeded job's selection, scores or selected rows."""
@@ -47,6 +55,7 @@ def download(
             "dest": output,
             "selection_id": selection_id,
             "target": target,
+            "explain": explain,
         }
         if as_json:
             path = client.download(job_id, kind, **kwargs)

@@ -19,7 +19,13 @@ from tov_client.commands.common import (
     status_markup,
 )
 from tov_client.commands.datasets import upload
-from tov_client.commands.job_views import jobs_table, show_events, show_job
+from tov_client.commands.dry_run_view import show_estimate
+from tov_client.commands.job_findings import jobs_harmful, jobs_leaks
+from tov_client.commands.job_views import (
+    jobs_table,
+    show_events,
+    show_job,
+)
 from tov_client.models import Job
 from tov_client.progress import job_progress
 
@@ -82,7 +88,9 @@ def jobs_create(
     budget: Annotated[float | None, typer.Option(help="Rows to select, or a fraction < 1.")] = None,
     strategy: Annotated[str | None, typer.Option(help="score+random | score-only")] = None,
     num_bins: Annotated[int | None, typer.Option(help="Length bins for selection.")] = None,
-    method: Annotated[str | None, typer.Option(help="tov | random | uncertainty | less")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="tov | random | uncertainty | less | rds")
+    ] = None,
     task: Annotated[str | None, typer.Option(help="causal_lm | token_classification")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per example.")] = None,
@@ -91,6 +99,20 @@ def jobs_create(
         typer.Option(
             help="auto | float32 | bfloat16: bf16 frozen base weights (LoRA weights and the "
             "scores stay float32); auto picks bfloat16 on a GPU that supports it."
+        ),
+    ] = None,
+    gradient_checkpointing: Annotated[
+        str | None,
+        typer.Option(
+            help="auto | on | off: recompute activations in the backward (less training "
+            "memory, about a third more training time); auto: on with a GPU."
+        ),
+    ] = None,
+    train_tokens_per_micro_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Padded tokens per training micro-batch (the tov knob of that name): larger "
+            "batches accumulate gradients over several, for the same update in less memory."
         ),
     ] = None,
     tov: Annotated[
@@ -110,17 +132,93 @@ def jobs_create(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     timeout: Annotated[float | None, typer.Option(help="With --wait: give up after S s.")] = None,
+    decontaminate_against: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decontaminate-against",
+            help="Same forms as --pool: a dataset (e.g. your test set) no selected row may "
+            "repeat, exactly or nearly; repeatable. See `tov jobs leaks`.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Create nothing: show the job's rows, tokens, passes, pool-cache hits, "
+            "predicted wall time and peak memory on the workers' device, and whether it fits.",
+        ),
+    ] = False,
+    notify_url: Annotated[
+        str | None,
+        typer.Option(
+            "--notify-url",
+            help="An https:// receiver for this job's signed webhook events (job.succeeded, "
+            "job.failed, job.cancelled, selection.succeeded); its secret is printed once.",
+        ),
+    ] = None,
+    verify_holdout: Annotated[
+        float | None,
+        typer.Option(
+            "--verify-holdout",
+            help="Verify the selection: hold this share of the validation rows out of "
+            "selection (e.g. 0.25), then compare fresh fine-tunes on the selection and on "
+            "same-size random subsets on the held-out rows. Single-target jobs.",
+        ),
+    ] = None,
+    verify_seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--verify-seeds", help="With --verify-holdout: fine-tuning seeds per arm (default 2)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a selection job."""
+    """Start a selection job (or, with --dry-run, estimate one)."""
     extra = _extra_fields(params)
+    if verify_holdout is not None:
+        extra["verify"] = {"holdout": verify_holdout}
+        if verify_seeds is not None:
+            extra["verify"]["seeds"] = verify_seeds
+    elif verify_seeds is not None:
+        raise typer.BadParameter("needs --verify-holdout", param_hint="--verify-seeds")
     tov_params = {**extra.pop("tov", {}), **pairs(tov, "--tov")}
+    if train_tokens_per_micro_batch is not None:
+        tov_params["train_tokens_per_micro_batch"] = train_tokens_per_micro_batch
     selection = dict(extra.pop("selection", {}))
     if num_bins is not None:
         selection["num_bins"] = num_bins
     meta = {**extra.pop("metadata", {}), **pairs(metadata, "--metadata")}
     with errors_reported(as_json), ctx.obj.client() as client:
         refs = [_dataset_ref(client, v, as_json) for v in validation]
+        if decontaminate_against:
+            extra["decontaminate_against"] = [
+                _dataset_ref(client, v, as_json) for v in decontaminate_against
+            ]
+        if dry_run:
+            estimate = client.dry_run_job(
+                _dataset_ref(client, pool, as_json),
+                refs[0] if len(refs) == 1 else None,
+                targets=refs if len(refs) > 1 else None,
+                model=model,
+                budget=budget,
+                strategy=strategy,
+                method=method,
+                task=task,
+                seed=seed,
+                max_length=max_length,
+                precision=precision,
+                gradient_checkpointing=gradient_checkpointing,
+                tov=tov_params or None,
+                selection=selection or None,
+                **extra,
+            )
+            if as_json:
+                emit_json(estimate)
+            else:
+                show_estimate(estimate)
+            return
+        if notify_url:
+            extra["notify_url"] = notify_url
         job = client.create_job(
             _dataset_ref(client, pool, as_json),
             refs[0] if len(refs) == 1 else None,
@@ -133,6 +231,7 @@ def jobs_create(
             seed=seed,
             max_length=max_length,
             precision=precision,
+            gradient_checkpointing=gradient_checkpointing,
             tov=tov_params or None,
             selection=selection or None,
             metadata=meta or None,
@@ -141,6 +240,12 @@ def jobs_create(
         )
         if not as_json:
             err.print(f"created [bold]{job.id}[/] ({job.status})", highlight=False)
+            if job.notify and job.notify.get("secret"):  # shown in this answer only
+                err.print(
+                    f"notify_url signing secret (shown once): {job.notify['secret']}",
+                    highlight=False,
+                    soft_wrap=True,  # one line, to copy whole
+                )
         if wait:
             job = _follow(client, job.id, timeout, 1.0, quiet=as_json)
     if as_json:
@@ -249,3 +354,7 @@ def jobs_wait(
         emit_json(job)
     else:
         show_job(job)
+
+
+jobs_app.command("harmful")(jobs_harmful)
+jobs_app.command("leaks")(jobs_leaks)

@@ -21,6 +21,7 @@ RUNNERS = {
     "uncertainty": "tov_engine.methods.uncertainty:run_uncertainty_job",
     "less": "tov_engine.methods.less.run:run_less_job",
     "random": "tov_engine.methods.random:run_random_job",
+    "rds": "tov_engine.methods.rds:run_rds_job",
 }
 # Runners of several targets at once that share validation-free work (others run one by one).
 MULTI_TARGET_RUNNERS = {"tov": "tov_engine.methods.tov.multi:run_tov_targets"}
@@ -38,14 +39,16 @@ def _load(path: str) -> Callable[..., object]:
 
 
 def run_method(job: Job) -> SelectionOutcome:
-    """Run job.config.method on the prepared job."""
-    return _load(RUNNERS[job.config.method])(job)  # type: ignore[return-value]
+    """Run job.config.method on the prepared job (its outcome carries the job's leaks)."""
+    from tov_engine.job import with_leaks
+
+    return with_leaks(job, _load(RUNNERS[job.config.method])(job))  # type: ignore[arg-type]
 
 
 def run_targets(jobs: list[Job]) -> list[SelectionOutcome]:
     """Run the method on several prepared jobs that share one pool (a multi-target run)."""
     method = jobs[0].config.method
-    if method in MULTI_TARGET_RUNNERS:
+    if method in MULTI_TARGET_RUNNERS:  # its outcomes carry leaks (methods.common)
         return _load(MULTI_TARGET_RUNNERS[method])(jobs)  # type: ignore[return-value]
     outcomes: list[SelectionOutcome] = []
     for j, job in enumerate(jobs):  # one run per target on the shared tokenised pool

@@ -11,6 +11,7 @@ import torch
 
 from tov_engine.errors import ConfigError
 from tov_engine.job import Job, SelectionOutcome, draw_base
+from tov_engine.leakage import select_excluding
 from tov_engine.model.loading import load_model, resolve_device
 from tov_engine.model.precision import (
     apply_determinism,
@@ -20,8 +21,13 @@ from tov_engine.model.precision import (
     upcast_trainable,
 )
 from tov_engine.model.surrogate import Surrogate
+from tov_engine.model.train_memory import (
+    TrainingMemory,
+    attach_memory,
+    resolve_gradient_checkpointing,
+)
 from tov_engine.progress import Tracker
-from tov_engine.selection import select
+from tov_engine.selection import binning
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +36,8 @@ TRAIN_COST = 3.0  # a training row costs about three forward passes (forward + b
 
 def build_surrogate(job: Job) -> Surrogate:
     """Load the model onto the job's device in its precision policy and attach the adapters,
-    seeded; the policy's determinism switch is applied to the process here."""
+    seeded; the policy's determinism switch is applied to the process here, and the training
+    memory settings (gradient checkpointing, micro-batch budget) are attached to the model."""
     device = resolve_device(job.config.device)
     policy = resolve_precision(job.config.precision, device, job.config.deterministic)
     apply_determinism(policy)
@@ -49,6 +56,14 @@ def build_surrogate(job: Job) -> Surrogate:
         float32_compute(surrogate.model)
     attach(surrogate.model, policy, lora)
     job.stats["precision"] = policy.name
+    memory = TrainingMemory(
+        checkpointing=resolve_gradient_checkpointing(
+            job.config.gradient_checkpointing, device, surrogate.model
+        ),
+        tokens_per_micro_batch=job.config.tov.train_tokens_per_micro_batch,
+    )
+    attach_memory(surrogate.model, memory)
+    memory.report_to(job.stats)
     return surrogate
 
 
@@ -64,17 +79,28 @@ def split_pool(job: Job) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def finish_selection(
-    job: Job, scores: np.ndarray, base: np.ndarray, tracker: Tracker | None, last: bool = True
+    job: Job,
+    scores: np.ndarray,
+    base: np.ndarray,
+    tracker: Tracker | None,
+    last: bool = True,
+    losses: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SelectionOutcome:
-    """Select the budget from the scores (U kept out: `base`) and report the select stage."""
+    """Select the budget from the scores (U kept out: `base`) and report the select stage;
+    `losses`: every row's mean loss before and after (ToV), kept in the outcome."""
     start = time.perf_counter()
     lengths = job.pool.loss_lengths
-    chosen = select(
+    config = job.config.selection
+    chosen = select_excluding(  # leaked rows in mode "exclude" are never picked
+        job.excluded,
         scores=scores,
         lengths=lengths,
         base_indices=base,
-        config=job.config.selection,
+        config=config,
         seed=job.config.seed,
+    )
+    placed = binning(
+        scores=scores, lengths=lengths, base_indices=base, config=config, excluded=job.excluded
     )
     job.stats["seconds_select"] = time.perf_counter() - start
     message = f"selected {len(chosen.indices)} rows"
@@ -82,6 +108,15 @@ def finish_selection(
         tracker.finish("select", message)
     elif tracker is not None:
         tracker.advance("select", 1, message)
+    before, after = losses if losses is not None else (None, None)
     return SelectionOutcome(
-        scores=scores, lengths=lengths, base_indices=base, selection=chosen, stats=job.stats
+        scores=scores,
+        lengths=lengths,
+        base_indices=base,
+        selection=chosen,
+        stats=job.stats,
+        loss_before=before,
+        loss_after=after,
+        binning=placed,
+        leaks=job.leak_report.leaks if job.leak_report is not None else (),
     )

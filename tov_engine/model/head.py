@@ -11,11 +11,13 @@ logits, and a mismatch sends that model to the full forward for good.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,32 @@ def head_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _gold_logprobs(model: Any, hidden: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """log p(gold) of (M, H) hidden states through the head (float32 log-softmax)."""
+    return -F.cross_entropy(head_logits(model, hidden), gold, reduction="none")
+
+
+def _float_gold_logprobs(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    return -F.cross_entropy(logits.float(), gold, reduction="none")
+
+
+def chunked(fn: Any, first: torch.Tensor, gold: torch.Tensor, chunk: int) -> torch.Tensor:
+    """fn(first[i:i+chunk], gold[i:i+chunk]) over the chunks, concatenated.
+
+    With gradients on and more than one chunk, each chunk runs under a (non-reentrant) checkpoint:
+    the backward keeps only the chunk's input, not its (chunk, V) float32 log-softmax, and
+    recomputes that one chunk at a time, so a batch's logits are never all held at once. The
+    values are the same either way (the recompute repeats the forward exactly)."""
+    keep_inputs_only = torch.is_grad_enabled() and len(gold) > chunk
+    parts = [
+        checkpoint(fn, first[i : i + chunk], gold[i : i + chunk], use_reentrant=False)
+        if keep_inputs_only
+        else fn(first[i : i + chunk], gold[i : i + chunk])
+        for i in range(0, len(gold), chunk)
+    ]
+    return torch.cat(parts) if parts else first.new_zeros(0, dtype=torch.float32)
+
+
 def shortcut_values(
     model: Any,
     input_ids: torch.Tensor,
@@ -76,15 +104,20 @@ def shortcut_values(
     targets: torch.Tensor,
     chunk: int,
 ) -> torch.Tensor:
-    hidden = model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, :-1]
-    picked, gold = hidden[where], targets[where]  # (M, H), (M,)
-    parts = [
-        -F.cross_entropy(
-            head_logits(model, picked[i : i + chunk]), gold[i : i + chunk], reduction="none"
-        )
-        for i in range(0, len(gold), chunk)
-    ]
-    return torch.cat(parts) if parts else picked.new_zeros(0, dtype=torch.float32)
+    """log p(gold) at `where` from the base model's hidden states, the head run per chunk."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+    picked = hidden.last_hidden_state[:, :-1][where]  # (M, H)
+    return chunked(lambda h, g: _gold_logprobs(model, h, g), picked, targets[where], chunk)
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (the head on chosen positions only)."""
+    inner = getattr(getattr(model, "base_model", None), "model", None)
+    hf = inner if hasattr(model, "peft_config") and inner is not None else model
+    try:
+        return "logits_to_keep" in inspect.signature(hf.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def full_values(
@@ -93,9 +126,25 @@ def full_values(
     mask: torch.Tensor,
     where: tuple[torch.Tensor, ...],
     targets: torch.Tensor,
+    chunk: int = 2048,
 ) -> torch.Tensor:
-    logits = model(input_ids=input_ids, attention_mask=mask).logits
-    return -F.cross_entropy(logits[:, :-1][where].float(), targets[where], reduction="none")
+    """log p(gold) at `where` from the model's own forward (its own head and post-head transform).
+
+    Where the model takes `logits_to_keep`, its head runs only on the positions where some row
+    has a loss token (prompts and padding get no logits); the log-softmax runs in float32 on the
+    loss positions only, `chunk` at a time (chunked)."""
+    width = input_ids.shape[1] - 1
+    positions = torch.unique(where[1])  # sorted
+    extra: dict[str, Any] = {}
+    if 0 < len(positions) < width and _keeps_logits(model):
+        extra["logits_to_keep"] = positions
+    logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, **extra).logits
+    if extra and logits.shape[1] == len(positions):
+        picked = logits[where[0], torch.searchsorted(positions, where[1])]  # (M, V)
+    else:
+        picked = logits[:, :-1][where]  # (M, V)
+    del logits
+    return chunked(_float_gold_logprobs, picked, targets[where], chunk)
 
 
 def shortcut_ok(

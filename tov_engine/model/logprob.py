@@ -40,7 +40,7 @@ def _causal(model: nn.Module, batch: Batch) -> TokenLogprobs:
         # Run only the loss-bearing positions through the head: prompts and padding cost nothing.
         values = shortcut_values(hf, ids, mask, where, targets, HEAD_CHUNK)
     else:
-        values = full_values(model, ids, mask, where, targets)
+        values = full_values(model, ids, mask, where, targets, HEAD_CHUNK)
     return TokenLogprobs(values=values, row=where[0], rows=len(batch.rows))
 
 
@@ -114,3 +114,18 @@ def mean_loss(lp: TokenLogprobs) -> torch.Tensor | None:
     means, counts = row_means(-lp.values, lp)
     keep = counts > 0
     return means[keep].mean() if bool(keep.any()) else None
+
+
+def loss_rows(batch: Batch, task: str) -> int:
+    """Rows of the batch with at least one loss-bearing position (those `mean_loss` averages)."""
+    labels = batch.labels[:, 1:] if task == "causal_lm" else batch.labels
+    return int((labels != IGNORE).any(dim=1).sum())
+
+
+def share_of_loss(lp: TokenLogprobs, rows: int) -> torch.Tensor | None:
+    """A micro-batch's share of its batch's training loss: the sum of its rows' mean NLLs over
+    the `rows` rows with loss in the whole batch (the shares add up to the batch's mean_loss,
+    and so do their gradients); None if no row of the micro-batch carries loss."""
+    means, counts = row_means(-lp.values, lp)
+    keep = counts > 0
+    return means[keep].sum() / rows if bool(keep.any()) else None

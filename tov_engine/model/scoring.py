@@ -211,14 +211,34 @@ def storing_combine(model: nn.Module, task: str, store: TokenStore) -> Combine:
     return combine
 
 
+class RowLosses:
+    """Each scored row's mean loss per loss token (-mean log p of its gold tokens) before
+    (theta_bas, the stored log-probs) and after (theta_val); NaN for rows not scored."""
+
+    def __init__(self, size: int) -> None:
+        self.before = np.full(size, np.nan, dtype=np.float32)
+        self.after = np.full(size, np.nan, dtype=np.float32)
+
+    def record(self, rows: np.ndarray, before: torch.Tensor, after: torch.Tensor) -> None:
+        """Keep a batch's per-row mean log-probs (before, after) as losses."""
+        self.before[rows] = -before.float().cpu().numpy()
+        self.after[rows] = -after.float().cpu().numpy()
+
+
 def stored_combine(
-    model: nn.Module, task: str, store: TokenStore, score_fn: str, reduction: str | None = None
+    model: nn.Module,
+    task: str,
+    store: TokenStore,
+    score_fn: str,
+    reduction: str | None = None,
+    losses: RowLosses | None = None,
 ) -> Combine:
     """Second pass: phi from the live (val) weights against the stored base log-probs.
 
     Args:
         reduction: token classification only: "class_balanced" or "mean"; None =
             TAGGED_REDUCTION. Causal LMs always take the per-row mean.
+        losses: where to keep each row's mean loss before and after (explanations), if given.
     """
     f = SCORE_FUNCTIONS[score_fn]
     reduce = _tagged_reducer(task, store.encoded, reduction)
@@ -226,6 +246,10 @@ def stored_combine(
     def combine(batch: Batch) -> torch.Tensor:
         after = token_logprobs(model, batch, task)
         before = store.get(batch, after.values.device)
+        if losses is not None:
+            losses.record(
+                batch.rows, row_means(before, after)[0], row_means(after.values, after)[0]
+            )
         return reduce(f(after.values - before), after, batch)
 
     return combine

@@ -196,11 +196,15 @@ class RoundCheckpoints(CheckpointFolder):
         base: dict[str, torch.Tensor],
         optimizer: dict[str, Any],
         val: dict[str, torch.Tensor] | None = None,
+        losses: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """Write round k's results; the `done` marker goes last."""
+        """Write round k's results (`losses`: each row's loss before and after, if kept); the
+        `done` marker goes last."""
         name = round_name(k)
         self.begin(name)
         self.save_array(name, "scores.npy", scores.astype(np.float32))
+        if losses is not None:
+            self.save_array(name, "losses.npy", np.stack(losses).astype(np.float32))
         self.save_tensors(name, "base.safetensors", base)
         if val is not None:
             self.save_tensors(name, "val.safetensors", val)
@@ -212,6 +216,13 @@ class RoundCheckpoints(CheckpointFolder):
     def scores(self, k: int) -> np.ndarray:
         """Round k's scores."""
         return self.load_array(round_name(k), "scores.npy")
+
+    def losses(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Round k's (loss before, loss after) per row; None when the round was saved without."""
+        if not (self.folder(round_name(k)) / "losses.npy").is_file():
+            return None
+        both = self.load_array(round_name(k), "losses.npy")
+        return both[0], both[1]
 
     def state(self, k: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Round k's base weights and optimizer state (the start of round k + 1)."""

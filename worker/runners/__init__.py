@@ -19,10 +19,11 @@ Runner = Callable[[AttemptContext, JobInputs], list[SelectionOutcome]]
 
 def is_staged(settings: Settings, inputs: JobInputs) -> bool:
     """Scale-out: single-target ToV with LoRA on the real engine, for pools of more than one
-    shard; multi-target jobs run unsharded."""
+    shard; multi-target jobs and jobs that verify their selection run unsharded."""
     config = inputs.config
     return (
         len(inputs.validation_paths) == 1
+        and inputs.verify is None
         and 0 < settings.score_shard_rows < inputs.pool_rows
         and settings.engine_entrypoint == ENGINE
         and config.method == "tov"

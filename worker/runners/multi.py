@@ -25,6 +25,7 @@ def run(context: AttemptContext, inputs: JobInputs) -> list[SelectionOutcome]:
             should_cancel=context.should_stop,
             checkpoint_dir=context.checkpoint_dir(),
             cache_dir=inputs.cache_dir,
+            **inputs.leakage_kwargs(),
         )
     entrypoint = load_entrypoint(context.settings.engine_entrypoint)
     return [

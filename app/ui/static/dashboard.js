@@ -284,6 +284,112 @@
     $("downloads").replaceChildren(...buttons);
   }
 
+  // -- explanations, harmful rows, leaks, verification -----------------------------------------
+
+  const num = (v, digits = 4) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+  const cell = (text, cls) => h("td", cls ? { class: cls } : {}, text);
+
+  async function loadExplanations() {
+    const data = await api(`/ui/api/jobs/${encodeURIComponent(jobId)}/explanations?limit=100`);
+    const rows = data.rows.map((r) => h("tr", { "data-index": r.index, "data-source": r.source },
+      cell(String(r.index)),
+      cell(r.reason),
+      cell(r.bin === null ? "–" : String(r.bin)),
+      cell(r.bin_rank === null ? "–" : `${r.bin_rank} / ${r.bin_quota}`),
+      cell(num(r.score)),
+      cell(num(r.loss_before)),
+      cell(num(r.loss_after)),
+      cell(num(r.loss_change), r.loss_change === null ? "" : r.loss_change > 0 ? "worse" : "better"),
+      cell(r.preview, "wrap preview")));
+    $("explanations-table").tBodies[0].replaceChildren(...rows);
+    $("explanations-summary").textContent = `${data.total} rows selected, ` +
+      `${data.by_score} by score (rank within their length bin's quota), ` +
+      `${data.total - data.by_score} at random` +
+      (data.rows.length < data.total ? `; the first ${data.rows.length} shown.` : ".") +
+      " Loss: mean per loss token under θ_bas (before) and θ_val (after), averaged over rounds.";
+    $("explanations").hidden = false;
+  }
+
+  async function loadHarmful() {
+    const data = await api(`/v1/jobs/${encodeURIComponent(jobId)}/harmful?limit=10`);
+    const rows = data.items.map((r) => h("tr", { "data-index": r.index },
+      cell(String(r.index)), cell(num(r.loss_before)), cell(num(r.loss_after)),
+      cell(`+${num(r.loss_increase)}`, "worse"), cell(r.selected ? "yes" : ""),
+      cell(r.preview, "wrap preview")));
+    $("harmful-table").tBodies[0].replaceChildren(...rows);
+    $("harmful-table").hidden = rows.length === 0;
+    $("harmful-empty").hidden = rows.length > 0;
+    $("harmful-empty").textContent = data.explained ?
+      "No row's loss rose." : "This job stored no losses (its method has none).";
+    $("harmful-summary").textContent = data.explained ?
+      `${data.rows_with_loss_increase} pool rows' loss rose; the worst ${rows.length} shown.` : "";
+    $("harmful").hidden = false;
+  }
+
+  async function loadLeaks(job) {
+    $("leaks").hidden = false;
+    let data;
+    try {
+      data = await api(`/v1/jobs/${encodeURIComponent(jobId)}/leaks?limit=50`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404 && job.leak_count === undefined) {
+        $("leaks-summary").textContent = "This server has no leak check.";
+        return;
+      }
+      throw err;
+    }
+    const rows = data.items.map((r) => h("tr", { "data-index": r.pool_index },
+      cell(String(r.pool_index)), cell(r.source), cell(`${r.dataset} #${r.match_index}`),
+      cell(num(r.similarity, 3)), cell(r.kind), cell(r.excluded ? "yes" : "no"),
+      cell(r.pool_preview, "wrap preview"), cell(r.match_preview, "wrap preview")));
+    $("leaks-table").tBodies[0].replaceChildren(...rows);
+    $("leaks-table").hidden = rows.length === 0;
+    $("leaks-summary").textContent = data.total ?
+      `${data.total} leak(s) found, ${data.excluded_total} excluded from the selection` +
+        (rows.length < data.total ? `; the first ${rows.length} shown.` : ".") :
+      "No leaks: no pool row duplicates or nearly duplicates a validation or reference row.";
+  }
+
+  function renderVerification(job) {
+    const v = job.verify;
+    $("verification").hidden = false;
+    if (!v) {
+      $("verification-summary").textContent = "Verification: not requested.";
+      $("verification-details").replaceChildren();
+      return;
+    }
+    if (v.error) {
+      $("verification-summary").textContent = `Verification failed: ${v.error}`;
+      $("verification-details").replaceChildren();
+      return;
+    }
+    if (v.base_loss === undefined || v.base_loss === null) {
+      $("verification-summary").textContent = `Verification requested (holdout ${v.holdout}); ` +
+        "no figures yet.";
+      $("verification-details").replaceChildren();
+      return;
+    }
+    $("verification-summary").textContent = "Held-out loss after a short fine-tune on the " +
+      "selection vs a same-size random subset (lower is better).";
+    const items = [
+      ["Holdout", String(v.holdout)], ["Seeds", String(v.seeds)],
+      ["Base model", num(v.base_loss)], ["Selection", num(v.selected_loss)],
+      ["Random subset", num(v.random_loss)],
+      ["Improvement", `${num(v.improvement)} ± ${num(v.improvement_sd)} ` +
+        `(${num(v.improvement_percent)}%)`],
+    ];
+    $("verification-details").replaceChildren(...items.flatMap(([k, value]) =>
+      [h("dt", {}, k), h("dd", { "data-field": k.toLowerCase().replace(/ /g, "-") }, value)]));
+  }
+
+  async function showPanels(job) {
+    renderVerification(job);
+    const results = await Promise.allSettled([loadExplanations(), loadHarmful(), loadLeaks(job)]);
+    const failed = results.filter((r) => r.status === "rejected");
+    for (const r of failed) console.warn("panel failed:", r.reason && r.reason.message);
+    body.dataset.panelsReady = failed.length ? "partial" : "true";
+  }
+
   async function showResults() {
     resultsShown = true;
     $("results").hidden = false;
@@ -314,6 +420,7 @@
         jobTimer = setTimeout(pollJob, 1500);
       } else if (job.status === "succeeded" && !resultsShown) {
         await showResults();
+        await showPanels(job);
       } else {
         body.dataset.chartsReady = "none";
       }

@@ -14,10 +14,11 @@ import torch
 from tov_engine.data.batching import padding_waste, plan_buckets
 from tov_engine.job import Job, SelectionOutcome, job_parts
 from tov_engine.methods.common import TRAIN_COST, build_surrogate, finish_selection, split_pool
-from tov_engine.methods.tov.trajectory import Trajectory, run_tov, score_units
+from tov_engine.methods.tov.trajectory import Trajectory, mean_losses, run_tov, score_units
 from tov_engine.model.loading import resolve_device
 from tov_engine.model.precision import resolve_precision
 from tov_engine.model.surrogate import Surrogate
+from tov_engine.model.train_memory import training_memory
 from tov_engine.progress import Tracker
 from tov_engine.store.checkpoints import RoundCheckpoints
 from tov_engine.store.entries import EntryStore
@@ -69,6 +70,8 @@ def base_key_parts(job: Job, base: np.ndarray, batches: list[np.ndarray]) -> dic
         "base": hashlib.sha256(base.astype(np.int64).tobytes()).hexdigest(),
         "learning_rate": cfg.learning_rate,
         "batch_size": cfg.batch_size,
+        # where a batch is cut into micro-batches: rounding (and dropout masks) follow the cut
+        "train_tokens_per_micro_batch": cfg.train_tokens_per_micro_batch,
         "lora": dataclasses.asdict(cfg.lora),
         "plan": plan.hexdigest(),
         "versions": [torch.__version__, transformers.__version__, peft.__version__],
@@ -126,6 +129,7 @@ def run_tov_job(
         reset: restores the surrogate's initial weights (a surrogate used by an earlier run).
     """
     surrogate = surrogate if surrogate is not None else build_surrogate(job)
+    training_memory(surrogate.model).report_to(job.stats)  # a shared surrogate: this job's counts
     split = split_pool(job)
     own = tracker is None
     if tracker is None:
@@ -147,4 +151,4 @@ def run_tov_job(
         padding_waste=padding_waste(job.pool.seq_lengths, batches),
         base_rounds_reused=t.reused,
     )
-    return finish_selection(job, scores, t.base_rows, tracker, last=own)
+    return finish_selection(job, scores, t.base_rows, tracker, last=own, losses=mean_losses(t))

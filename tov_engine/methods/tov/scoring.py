@@ -14,7 +14,13 @@ import numpy as np
 
 from tov_engine.config import ToVConfig
 from tov_engine.data.encoded import EncodedSet
-from tov_engine.model.scoring import TokenStore, run_pass, stored_combine, storing_combine
+from tov_engine.model.scoring import (
+    RowLosses,
+    TokenStore,
+    run_pass,
+    stored_combine,
+    storing_combine,
+)
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.progress import Tracker
 
@@ -71,12 +77,14 @@ def val_pass(
     task: str,
     pad_id: int,
     tracker: Tracker,
+    losses: RowLosses | None = None,
 ) -> np.ndarray:
-    """(N,) scores of R's rows under theta_val against the base log-probs (NaN elsewhere)."""
+    """(N,) scores of R's rows under theta_val against the base log-probs (NaN elsewhere);
+    each row's mean loss before and after goes into `losses` when given."""
     model = surrogate.model
     with surrogate.scoring("val"):
         combine = stored_combine(
-            model, task, base_logprobs, config.score_fn, reduction=config.token_score
+            model, task, base_logprobs, config.score_fn, config.token_score, losses
         )
         units = pass_units(surrogate)[1]
         return run_pass(model, pool, batches, combine, pad_id=pad_id, tracker=tracker, units=units)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,12 @@ from tov_engine.config import JobConfig
 from tov_engine.data.batching import padding_waste, plan_buckets
 from tov_engine.errors import CheckpointError, ConfigError
 from tov_engine.job import Job, SelectionOutcome, job_parts, prepare_job, seed_everything
+from tov_engine.leakage import LeakageConfig
 from tov_engine.methods.common import TRAIN_COST, build_surrogate, finish_selection, split_pool
 from tov_engine.methods.tov.run import trajectory
 from tov_engine.methods.tov.scoring import base_pass, val_pass
 from tov_engine.methods.tov.trajectory import mean_over_rounds, train_round
+from tov_engine.model.scoring import RowLosses
 from tov_engine.model.training import make_optimizer
 from tov_engine.progress import ProgressCallback, Tracker
 from tov_engine.store.checkpoints import TrainedAdapters
@@ -140,7 +142,8 @@ class StagedToV:
         progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """(rounds, shard.rows) float32: each round's scores of the shard's rows."""
+        """(3, rounds, shard.rows) float32: each round's scores of the shard's rows, and their
+        losses before and after (explanations)."""
         store = TrainedAdapters(folder, self.fingerprint)
         trained = store.completed("round")
         if trained < self.rounds:
@@ -153,27 +156,40 @@ class StagedToV:
         s = self._surrogate_for()
         job = self.job
         task, pad_id, cfg = job.config.task, int(job.tokenizer.pad_token_id), job.config.tov
-        out = np.empty((self.rounds, len(rows)), dtype=np.float32)
+        out = np.empty((3, self.rounds, len(rows)), dtype=np.float32)
         for k in range(self.rounds):
             s.load_state("base", store.adapter(k, "base"))
             s.load_state("val", store.adapter(k, "val"))
             kept = base_pass(s, job.pool, batches, task=task, pad_id=pad_id, tracker=tracker)
+            losses = RowLosses(len(job.pool))
             scores = val_pass(
-                s, job.pool, batches, kept, config=cfg, task=task, pad_id=pad_id, tracker=tracker
+                s,
+                job.pool,
+                batches,
+                kept,
+                config=cfg,
+                task=task,
+                pad_id=pad_id,
+                tracker=tracker,
+                losses=losses,
             )
-            out[k] = scores[rows]
+            out[:, k] = scores[rows], losses.before[rows], losses.after[rows]
         s.use("base")
         return out
 
     def finish(self, parts: Mapping[int, np.ndarray], shards: list[Shard]) -> SelectionOutcome:
-        """Join every shard's scores (`parts[shard.index]`), average the rounds, select."""
+        """Join every shard's scores (`parts[shard.index]`: `score`'s arrays; a 2-D part holds
+        scores only, and the outcome then has no losses), average the rounds, select."""
         missing = [s.index for s in shards if s.index not in parts]
         if missing:
             raise ConfigError(f"scores of shard(s) {missing[:5]} are missing")
         size = len(self.job.pool)
-        per_round = np.full((self.rounds, size), np.nan, dtype=np.float32)
+        joined = np.full((3, self.rounds, size), np.nan, dtype=np.float32)
+        with_losses = True
         for shard in shards:
-            per_round[:, self.shard_rows(shard)] = parts[shard.index]
+            part = parts[shard.index]
+            with_losses = with_losses and part.ndim == 3
+            joined[:, :, self.shard_rows(shard)] = part if part.ndim == 3 else part[None]
         job = self.job
         job.stats.update(
             rounds=self.rounds,
@@ -182,7 +198,14 @@ class StagedToV:
             padding_waste=padding_waste(job.pool.seq_lengths, self.batches),
             shards=len(shards),
         )
-        return finish_selection(job, mean_over_rounds(list(per_round)), self.base, None)
+        losses = (mean_over_rounds(list(joined[1])), mean_over_rounds(list(joined[2])))
+        return finish_selection(
+            job,
+            mean_over_rounds(list(joined[0])),
+            self.base,
+            None,
+            losses=losses if with_losses else None,
+        )
 
 
 def prepare_staged(
@@ -192,6 +215,8 @@ def prepare_staged(
     model: str | Path,
     config: JobConfig,
     cache_dir: str | Path | None = None,
+    decontaminate_against: Sequence[str | Path] = (),
+    leakage: LeakageConfig | None = None,
 ) -> StagedToV:
     """Validate and tokenise the inputs (as run_selection; the pool cache makes this cheap for
     every process after the first) and plan the staged run."""
@@ -202,5 +227,7 @@ def prepare_staged(
         model=model,
         config=config,
         cache_dir=cache_dir,
+        decontaminate_against=tuple(decontaminate_against),
+        leakage=leakage,
     )
     return StagedToV(job)

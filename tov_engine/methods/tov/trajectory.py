@@ -27,7 +27,7 @@ from tov_engine.config import ToVConfig
 from tov_engine.data.batching import plan_buckets
 from tov_engine.data.encoded import EncodedSet
 from tov_engine.methods.tov.scoring import base_pass, base_units, pass_units, val_pass
-from tov_engine.model.scoring import TokenStore
+from tov_engine.model.scoring import RowLosses, TokenStore
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.model.training import EpochPlan, make_optimizer, train_epoch
 from tov_engine.progress import Tracker
@@ -57,6 +57,9 @@ class Trajectory:
     reset: Callable[[], None] | None = None  # restores the initial weights before a fresh round 0
     seconds: dict[str, float] = field(default_factory=lambda: {"train": 0.0, "score": 0.0})
     reused: int = 0  # rounds whose base half came from `base_halves`
+    # Round k's (loss before, loss after) per row (explanations); None for a round resumed from a
+    # checkpoint written without them.
+    losses: dict[int, tuple[np.ndarray, np.ndarray] | None] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def timing(self, stage: str) -> Iterator[None]:
@@ -192,6 +195,7 @@ def _round(t: Trajectory, optimizer: Any, k: int, batches: list[np.ndarray]) -> 
         base_logprobs, snapshot = _base_side(t, optimizer, k, batches, reused)
     with t.timing("train"):
         _train_val(t, k)
+    losses = RowLosses(len(t.pool))
     with t.timing("score"):
         scores = val_pass(
             t.surrogate,
@@ -202,8 +206,10 @@ def _round(t: Trajectory, optimizer: Any, k: int, batches: list[np.ndarray]) -> 
             task=t.task,
             pad_id=t.pad_id,
             tracker=t.tracker,
+            losses=losses,
         )
         _start_next_round(t, snapshot)
+    t.losses[k] = (losses.before, losses.after)
     return scores
 
 
@@ -222,6 +228,7 @@ def _resume(t: Trajectory, optimizer: Any) -> list[np.ndarray]:
     t.tracker.advance("train", done * per_round, f"resumed after round {done}")
     t.tracker.advance("score", done * score_units(t) // t.rounds)
     logger.info("resumed from %s after round %d of %d", t.checkpoints.root, done, t.rounds)
+    t.losses.update({k: t.checkpoints.losses(k) for k in range(done)})
     return [t.checkpoints.scores(k) for k in range(done)]
 
 
@@ -229,7 +236,18 @@ def _save(t: Trajectory, k: int, scores: np.ndarray, optimizer: Any) -> None:
     if t.checkpoints is not None:
         s = t.surrogate
         val = s.state("val") if s.lora else None
-        t.checkpoints.save(k, scores, s.state("base"), optimizer.state_dict(), val)
+        state = s.state("base")
+        t.checkpoints.save(k, scores, state, optimizer.state_dict(), val, t.losses.get(k))
+
+
+def mean_losses(t: Trajectory) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every row's (loss before, loss after) averaged over the rounds; None when a round has
+    none (resumed from a checkpoint written without them)."""
+    rounds = [t.losses.get(k) for k in range(t.rounds)]
+    if not rounds or any(r is None for r in rounds):
+        return None
+    kept = [r for r in rounds if r is not None]
+    return mean_over_rounds([b for b, _ in kept]), mean_over_rounds([a for _, a in kept])
 
 
 def run_tov(t: Trajectory) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -1,0 +1,1 @@
+"""Signed webhooks (Standard Webhooks): endpoints, the outbox of events, deliveries."""
