@@ -76,8 +76,29 @@ def publish_reselect(selection_id: str) -> bool:
 
 def publish_webhook_delivery(reason: str) -> bool:
     """Ask a worker on the select queue to send the webhook deliveries that are due (the reaper
-    asks again at every sweep while some are due, so a lost message only delays them)."""
+    asks again at every sweep while some are due, so a lost message only delays them). Sends
+    nothing when no delivery is pending: a tenant without webhooks costs no worker a task."""
+    if not _deliveries_pending():
+        return False
     return _send(DELIVER_WEBHOOKS_TASK, reason, get_settings().select_queue)
+
+
+def _deliveries_pending() -> bool:
+    """Whether any webhook delivery waits to be sent (True when the database cannot tell)."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.core.db import get_sessionmaker
+    from app.core.models import WebhookDelivery, WebhookDeliveryStatus
+
+    query = select(WebhookDelivery.id).where(
+        WebhookDelivery.status == WebhookDeliveryStatus.PENDING
+    )
+    try:
+        with get_sessionmaker()() as session:
+            return session.scalar(query.limit(1)) is not None
+    except SQLAlchemyError:
+        return True
 
 
 def publish_shard_helpers(job_id: str, count: int) -> int:
