@@ -69,3 +69,17 @@ def headless_chromium(profile: Path, width: int = 1280, height: int = 1000) -> I
 def console_errors(driver: Any) -> list[dict[str, Any]]:
     """Browser console entries of level SEVERE (JS errors, failed loads) since the last call."""
     return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def browser_or_skip(profile: Path, height: int = 1000) -> Iterator[Any]:
+    """A headless Chromium for a module's tests, or a skip that names what to install (CI
+    installs both: .ci/run)."""
+    import pytest
+
+    if not chromium_path() or not chromedriver_path():
+        pytest.skip(
+            "Chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
+        )
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install .[test])")
+    with headless_chromium(profile, height=height) as driver:
+        yield driver

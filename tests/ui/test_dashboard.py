@@ -19,7 +19,7 @@ import pytest
 
 from tests.client.live import Live, live_service, pool_rows
 from tests.service_fixtures import make_key
-from tests.ui.browser import chromedriver_path, chromium_path, console_errors, headless_chromium
+from tests.ui.browser import browser_or_skip, console_errors
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -79,13 +79,7 @@ def test_chart_data_matches_the_results(live: Live) -> None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not chromium_path() or not chromedriver_path():
-        pytest.skip(
-            "Chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
-        )
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install .[test])")
-    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
-        yield driver
+    yield from browser_or_skip(tmp_path_factory.mktemp("chromium-profile"))
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 30) -> Any:

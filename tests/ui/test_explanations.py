@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from tests.client.live import JOB, Live, live_service, pool_rows
 from tests.service_fixtures import make_key
-from tests.ui.browser import chromedriver_path, chromium_path, console_errors, headless_chromium
+from tests.ui.browser import browser_or_skip, console_errors
 from tests.ui.test_dashboard import count, screenshot, wait_for
 from tov_client.cli import app
 
@@ -211,13 +211,7 @@ def test_cli_downloads_carry_the_explanations(live: Live, tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not chromium_path() or not chromedriver_path():
-        pytest.skip(
-            "Chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
-        )
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install .[test])")
-    with headless_chromium(tmp_path_factory.mktemp("chromium-explain"), height=1400) as driver:
-        yield driver
+    yield from browser_or_skip(tmp_path_factory.mktemp("chromium-explain"), height=1400)
 
 
 def test_job_page_explains_the_selection(live: Live, browser: Any) -> None:
