@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tov_engine.config import (
+    STRATEGIES,
     JobConfig,
     LessSettings,
     LoraSettings,
@@ -52,7 +53,7 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", default="tov", choices=["tov", "random", "uncertainty", "less", "rds"]
     )
-    p.add_argument("--strategy", default="score+random", choices=["score+random", "score-only"])
+    p.add_argument("--strategy", default="score+random", choices=list(STRATEGIES))
     p.add_argument("--num-bins", type=int, default=10, help="length bins (default 10)")
     p.add_argument(
         "--min-per-bin",
@@ -391,14 +392,14 @@ def _summary(outcome: SelectionOutcome) -> str:
     )
 
 
-def _check_memory(config: JobConfig, model: Path) -> None:
+def _check_memory(config: JobConfig, model: Path, pool: Path, validation: Path) -> None:
     """Refuse a job its device cannot hold before anything loads (InsufficientMemory)."""
     from tov_engine.model.footprint import check_memory  # lazy: imports torch
 
     if not (model / "config.json").is_file():
         return  # loading the model says what is wrong
     try:
-        check_memory(config, model)
+        check_memory(config, model, pool=pool, validation=[validation])
     except ValueError as exc:  # an architecture the memory model cannot read: not checked
         logging.getLogger(__name__).warning("memory check skipped: %s", exc)
 
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         verify = verify_from_args(args)
         if not args.skip_memory_check and config.method != "random":
-            _check_memory(config, args.model)
+            _check_memory(config, args.model, args.pool, args.validation)
         result = _run_with_progress(args, config, verify)
         outcome = result.outcome
     except ValueError as exc:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 TASKS = ("causal_lm", "token_classification")
 METHODS = ("tov", "random", "uncertainty", "less", "rds")
-STRATEGIES = ("score+random", "score-only")
+STRATEGIES = ("score+random", "score-only", "score+diverse")
 VARIANTS = ("A", "B")
 SCORE_FNS = ("improvement", "absolute", "positive")
 PRECISIONS = ("auto", "float32", "bfloat16")  # model/precision.py; auto: by the device
@@ -34,7 +34,7 @@ class SelectionConfig:
     """How many rows to pick and how."""
 
     budget: float = 0.1  # >= 1: a row count (whole number); in (0, 1): a fraction of the pool
-    strategy: str = "score+random"  # paper default; or "score-only"
+    strategy: str = "score+random"  # paper default; or "score-only", "score+diverse"
     num_bins: int = 10  # paper: 10 equal-count length bins
     # ours: > 0 uses fewer bins when the score picks are few, so each bin gets this many (0: paper)
     min_per_bin: int = 0

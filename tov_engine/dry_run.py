@@ -24,6 +24,7 @@ def job_settings(config: JobConfig, device_class: str) -> JobSettings:
         method=config.method,
         task=config.task,
         budget=config.selection.budget,
+        strategy=config.selection.strategy,
         base_size=tov.base_size,
         rounds=tov.rounds,
         variant=tov.variant,

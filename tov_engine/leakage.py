@@ -340,6 +340,7 @@ def select_excluding(
     config: SelectionConfig,
     seed: int,
     min_per_bin: int | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> Selection:
     """`selection.select` that never picks a row where `excluded` (an (N,) bool mask) is True."""
     scores = np.asarray(scores, dtype=np.float32)
@@ -352,6 +353,7 @@ def select_excluding(
             config=config,
             seed=seed,
             min_per_bin=min_per_bin,
+            embeddings=embeddings,
         )
     n = _budget_left(config.resolve_budget(len(scores)), kept, len(scores))
     position = np.full(len(scores), -1, dtype=np.int64)
@@ -364,6 +366,7 @@ def select_excluding(
         config=dataclasses.replace(config, budget=n),
         seed=seed,
         min_per_bin=min_per_bin,
+        embeddings=None if embeddings is None else np.asarray(embeddings)[kept],
     )
     return _mapped(chosen, kept)
 

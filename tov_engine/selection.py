@@ -1,4 +1,5 @@
-"""Choosing the subset from scores: length bins, score+random or score-only, a budget.
+"""Choosing the subset from scores: length bins; score+random, score+diverse or score-only; a
+budget.
 
 Pure numpy (no torch): re-selecting from stored scores runs on machines without torch.
 """
@@ -10,16 +11,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from tov_engine.config import SelectionConfig
+from tov_engine.diversity import diverse_fill
 from tov_engine.errors import ConfigError
+
+# Strategies whose non-score part is drawn from the pool's embeddings (tov_engine.diversity).
+EMBEDDING_STRATEGIES = ("score+diverse",)
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen rows: the score part in descending score (then index), the random part after."""
+    """The chosen rows: the score part in descending score (then index), the rest after (random:
+    by index; diverse: in draw order)."""
 
     indices: np.ndarray  # (n,) int64 pool indices
     scores: np.ndarray  # (n,) float32, NaN for random picks without a score
-    sources: list[str]  # "score" | "random" per selected row
+    sources: list[str]  # "score" | "random" | "diverse" per selected row
     # Why each row was picked (None where a method has no such notion, e.g. the random baseline):
     # a score pick's length bin (0 = shortest), its rank by score within that bin (1 = best) and
     # how many score picks its bin got (its rank is always within that quota); -1 for random picks.
@@ -181,6 +187,7 @@ def select(
     config: SelectionConfig,
     seed: int,
     min_per_bin: int | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> Selection:
     """Pick the subset for a budget from per-row scores.
 
@@ -191,16 +198,21 @@ def select(
         min_per_bin: overrides config.min_per_bin when given. 0 (the paper's rule) uses
             config.num_bins bins; > 0 uses fewer when the score part would give a bin fewer than
             this many picks (`bins_for`).
+        embeddings: (N, d) one vector per pool row; required by score+diverse only.
     Returns:
         The Selection. score+random: ceil(n/2) by binned score from R = X minus U, floor(n/2) at
         random from U, and, when U or the scored rows run short, the rest at random from the
         remaining rows of R, then of U. score-only: all n by binned score, same fallback.
+        score+diverse: the same score part, then the rest by D^2 sampling over the embeddings of
+        every row not yet taken (U and R alike), the score picks counting as taken.
     """
     scores = np.asarray(scores, dtype=np.float32)
     lengths = np.asarray(lengths)
     base = np.asarray(base_indices, dtype=np.int64)
     n, half, num_bins, scored, in_base = _plan(scores, lengths, base, config, min_per_bin)
     top, raw = _binned_top(scored, scores, lengths, n - half, num_bins)
+    if config.strategy in EMBEDDING_STRATEGIES:
+        return _with_diverse(top, raw, scores, n, embeddings, seed)
     rng = np.random.default_rng(seed)
     from_u = _random(rng, np.sort(base), half)
     taken = np.zeros(len(scores), dtype=bool)
@@ -224,6 +236,38 @@ def select(
     )
 
 
+def _with_diverse(
+    top: np.ndarray,
+    raw: list[np.ndarray],
+    scores: np.ndarray,
+    n: int,
+    embeddings: np.ndarray | None,
+    seed: int,
+) -> Selection:
+    """The score picks `top`, then n - len(top) rows by D^2 sampling from every other row."""
+    if embeddings is None or len(embeddings) != len(scores):
+        got = "none" if embeddings is None else f"{len(embeddings)} rows"
+        raise ConfigError(
+            f"strategy score+diverse needs one embedding per pool row ({len(scores)}), got {got}"
+        )
+    taken = np.zeros(len(scores), dtype=bool)
+    taken[top] = True
+    drawn = diverse_fill(
+        embeddings, chosen=top, candidates=np.flatnonzero(~taken), k=n - len(top), seed=seed
+    )
+    indices = np.concatenate([top, drawn]).astype(np.int64)
+    none = np.full(len(drawn), -1, dtype=np.int32)
+    bins, ranks, quotas = _ranks_in_bins(top, raw, len(scores))
+    return Selection(
+        indices=indices,
+        scores=scores[indices].astype(np.float32),
+        sources=["score"] * len(top) + ["diverse"] * len(drawn),
+        bins=np.concatenate([bins, none]),
+        bin_ranks=np.concatenate([ranks, none]),
+        bin_quotas=np.concatenate([quotas, none]),
+    )
+
+
 def _plan(
     scores: np.ndarray,
     lengths: np.ndarray,
@@ -235,7 +279,7 @@ def _plan(
     n = config.resolve_budget(len(scores))
     in_base = _check(scores, lengths, base, n)
     scored = np.flatnonzero(~in_base & ~np.isnan(scores))
-    half = n // 2 if config.strategy == "score+random" else 0
+    half = n // 2 if config.strategy in ("score+random", *EMBEDDING_STRATEGIES) else 0
     per_bin = config.min_per_bin if min_per_bin is None else min_per_bin
     return n, half, bins_for(n - half, config.num_bins, per_bin), scored, in_base
 

@@ -8,7 +8,7 @@ One function for the API (`POST /v1/jobs` with `"dry_run": true`) and the engine
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +150,9 @@ def _memory(
     device: DeviceClass,
     precision: str,
     labels: int,
+    longest: int,
 ) -> dict[str, Any]:
     s = inputs.settings
-    train = max((p.widest for p in plan.phases if p.backward), default=1)
-    score = max((p.widest for p in plan.phases if not p.backward), default=1)
     workload = Workload(
         model_config=config,
         task=s.task,
@@ -163,15 +162,15 @@ def _memory(
         lora_rank=s.lora_rank if s.lora else None,
         lora_target_modules=_targets(inputs.lora.get("target_modules", "all-linear")),
         batch_size=s.batch_size,
-        train_tokens_per_micro_batch=max(1, train),
-        score_tokens_per_batch=max(1, score),
-        max_length=max(2, min(s.max_length, max(train, 2))),
+        train_tokens_per_micro_batch=s.train_tokens_per_micro_batch,
+        score_tokens_per_batch=s.tokens_per_batch,
+        max_length=s.max_length,
         gradient_checkpointing=s.gradient_checkpointing,
         device_type="cpu" if device.name == "cpu" else "cuda",
         less_projection_dim=s.less_projection_dim,
         less_epochs=s.less_epochs,
     )
-    est = estimate_peak_memory(workload)
+    est = estimate_peak_memory(sized_by_plan(workload, plan, longest))
     available = inputs.device_bytes or device.memory_bytes
     return {
         "peak_bytes": est.peak_bytes,
@@ -182,6 +181,45 @@ def _memory(
         "fits": est.peak_bytes <= available,
         "advice": [_advice(a, s) for a in est.advice[:3]],
     }
+
+
+def _longest(pool: SetCounts, vals: list[SetCounts]) -> int:
+    """The longest row's tokens (after truncation) over the pool and the validation sets."""
+    return max(int(c.seq_lengths.max(initial=1)) for c in [pool, *vals])
+
+
+def sized_by_plan(workload: Workload, plan: Plan, longest: int) -> Workload:
+    """`workload` with its batches as wide as the plan's widest (training and scoring) and its
+    rows as long as the longest real row, instead of the worst case of rows at max_length."""
+    train = max((p.widest for p in plan.phases if p.backward), default=1)
+    score = max((p.widest for p in plan.phases if not p.backward), default=1)
+    return replace(
+        workload,
+        train_tokens_per_micro_batch=max(1, train),
+        score_tokens_per_batch=max(1, score),
+        max_length=max(2, min(workload.max_length, longest)),
+    )
+
+
+def measured_workload(
+    workload: Workload,
+    settings: JobSettings,
+    *,
+    model_dir: Path,
+    pool_path: Path,
+    validation_paths: list[Path],
+) -> Workload:
+    """`workload` sized by the job's real rows: both files counted with the model's tokenizer
+    and the job's passes planned (as the dry run does), without loading any weights."""
+    counter = TokenCounter(model_dir)
+    cap = settings.max_length
+    pool = count_file(counter, pool_path, task=settings.task, max_length=cap)
+    vals = [count_file(counter, p, task=settings.task, max_length=cap) for p in validation_paths]
+    probe = plan_job(
+        settings, pool.seq_lengths, pool.loss_lengths, vals[0].seq_lengths, vals[0].loss_lengths
+    )
+    plan = _plan_targets(settings, pool, vals, set(), probe.rounds)
+    return sized_by_plan(workload, plan, _longest(pool, vals))
 
 
 def _advice(a: Advice, s: JobSettings) -> dict[str, Any]:
@@ -251,7 +289,7 @@ def dry_run(inputs: DryRunInputs) -> dict[str, Any]:
     )
     labels = len(_labels(inputs) or []) if s.task == "token_classification" else 0
     memory = (
-        _memory(inputs, config, plan, device, precision, labels)
+        _memory(inputs, config, plan, device, precision, labels, _longest(pool, vals))
         if s.method != "random"
         else {"peak_bytes": 0, "fits": True, "note": "no model is loaded"}
     )

@@ -27,6 +27,7 @@ class JobSettings:
     method: str = "tov"
     task: str = "causal_lm"
     budget: float = 0.1
+    strategy: str = "score+random"  # score+diverse adds a forward of the pool for embeddings
     base_size: int | None = None
     rounds: int | None = None
     variant: str = "A"
@@ -260,6 +261,7 @@ def plan_job(
         seeds = [(s.seed, k, 0) for k in range(rounds)]
         plan.phases.append(_epochs("base epoch", pool_seq, pool_loss, base, s, seeds))
         plan.phases.append(_pass("uncertainty pass", pool_seq, pool_loss, score))
+        _add_diverse(s, plan, pool_seq)
         return plan
     reusable = {k for k in range(rounds) if s.variant == "B" or k == 0}
     reused = sorted(reusable & (cached_base_rounds or set()))
@@ -284,7 +286,24 @@ def plan_job(
     plan.phases.append(_pass("validation pass", pool_seq, pool_loss, score, rounds))
     if reused:
         plan.notes.append(f"base half of round(s) {[k + 1 for k in reused]} from the pool cache")
+    _add_diverse(s, plan, pool_seq)
     return plan
+
+
+def _add_diverse(s: JobSettings, plan: Plan, pool_seq: np.ndarray) -> None:
+    """score+diverse (engine: methods/common.diversity_embeddings): one forward of every pool row
+    for its embedding, no head (free when the pool cache holds them, as for RDS+)."""
+    if s.strategy != "score+diverse":
+        return
+    rows = np.arange(len(pool_seq), dtype=np.int64)
+    phase = _pass(
+        "pool embeddings",
+        pool_seq,
+        np.zeros(len(pool_seq), dtype=np.int64),
+        plan_buckets(pool_seq, rows, s.tokens_per_batch),
+    )
+    plan.phases.append(dataclasses.replace(phase, loss_tokens=0))
+    plan.notes.append("score+diverse: the pool's embeddings may come from the pool cache")
 
 
 def gradient_batches(seq: np.ndarray) -> list[np.ndarray]:

@@ -20,6 +20,12 @@ def check_job_memory(inputs: JobInputs, settings: Settings) -> None:
     if inputs.config.method == "random":
         return  # loads no model
     try:
-        check_memory(inputs.config, inputs.model, memory_gb=settings.worker_memory_gb)
+        check_memory(
+            inputs.config,
+            inputs.model,
+            memory_gb=settings.worker_memory_gb,
+            pool=inputs.pool_path,
+            validation=list(inputs.validation_paths),
+        )
     except ValueError as exc:
         logger.warning("memory check skipped for %s: %s", inputs.model, exc)

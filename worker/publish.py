@@ -90,7 +90,7 @@ def _add_target(
         job_id=job.id,
         indices=chosen.indices,
         scores=chosen.scores,
-        from_random=np.array([s == "random" for s in chosen.sources]),
+        from_random=np.array([s != "score" for s in chosen.sources]),
         **_selection_settings(config),
         seed=job.seed,
         is_default=True,

@@ -67,7 +67,7 @@ def _compute(session: Session, row: Selection) -> None:
             size=len(chosen.indices),
             indices=np.asarray(chosen.indices, dtype="<i8").tobytes(),
             scores=np.asarray(chosen.scores, dtype="<f4").tobytes(),
-            from_random=np.array([s == "random" for s in chosen.sources], dtype=np.uint8).tobytes(),
+            from_random=np.array([s != "score" for s in chosen.sources], dtype=np.uint8).tobytes(),
             bins=places_bytes(chosen.bins),
             bin_ranks=places_bytes(chosen.bin_ranks),
             bin_quotas=places_bytes(chosen.bin_quotas),

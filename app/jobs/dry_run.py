@@ -82,6 +82,7 @@ def job_settings(body: JobCreate, device_class: str) -> JobSettings:
         method=body.method,
         task=body.task,
         budget=body.selection.budget,
+        strategy=body.selection.strategy,
         base_size=tov.base_size,
         rounds=tov.rounds,
         variant=tov.variant,

@@ -80,7 +80,7 @@ class SelectionParams(Strict):
     budget: Annotated[float, WithJsonSchema(BUDGET_SCHEMA)] = Field(
         default=0.1, gt=0, allow_inf_nan=False
     )
-    strategy: Literal["score+random", "score-only"] = "score+random"
+    strategy: Literal["score+random", "score-only", "score+diverse"] = "score+random"
     num_bins: int = Field(default=10, ge=1, le=1000)
     min_per_bin: int = Field(
         default=0,

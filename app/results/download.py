@@ -54,12 +54,16 @@ def _load(session: Session, job: Job, query: SelectionQuery) -> StoredSelection:
 def selection_file(
     *, session: Session, tenant: Tenant, job_id: str, query: SelectionQuery
 ) -> Download:
-    """One row per selected pool row: index, score, source (`score` or `random`); with
+    """One row per selected pool row: index, score, source (`score`, or `random` or
+    `diverse` by the strategy); with
     `query.explain` also why it was picked and its losses (explain.selection_columns)."""
     job = get_job(session=session, tenant=tenant, job_id=job_id)
     chosen = _load(session, job, query)
-    sources = np.where(chosen.from_random, "random", "score")
-    columns: dict[str, Any] = {"index": chosen.indices, "score": chosen.scores, "source": sources}
+    columns: dict[str, Any] = {
+        "index": chosen.indices,
+        "score": chosen.scores,
+        "source": chosen.sources(),
+    }
     if query.explain:
         explained = read_explanations(session=session, job_id=job.id, target=chosen.target)
         columns.update(selection_columns(chosen, explained))

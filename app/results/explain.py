@@ -48,9 +48,10 @@ def _nullable_ints(values: np.ndarray) -> Any:
 
 
 def reasons(chosen: StoredSelection) -> list[str]:
-    """Why each selected row was picked: "score: rank R of Q in length bin B" or "random"."""
+    """Why each selected row was picked: "score: rank R of Q in length bin B", or
+    "random" / "diverse" (the strategy's non-score part)."""
     if chosen.bins is None or chosen.bin_ranks is None or chosen.bin_quotas is None:
-        return ["random" if r else "score" for r in chosen.from_random.tolist()]
+        return [str(v) for v in chosen.sources().tolist()]
     rows = zip(
         chosen.from_random.tolist(),
         chosen.bins.tolist(),
@@ -59,7 +60,7 @@ def reasons(chosen: StoredSelection) -> list[str]:
         strict=True,
     )
     return [
-        "random" if r or b < 0 else f"score: rank {k} of {q} in length bin {b}"
+        chosen.filler if r or b < 0 else f"score: rank {k} of {q} in length bin {b}"
         for r, b, k, q in rows
     ]
 

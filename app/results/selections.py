@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import Job, JobStatus, Selection, Tenant, utcnow
 from app.core.queue import publish_reselect
 from app.jobs.service import check_target, get_job
@@ -18,7 +18,8 @@ from app.results.schemas import SelectionCreate
 
 @dataclass(frozen=True)
 class StoredSelection:
-    """A ready selection read back as numpy: which pool rows, their scores, and which half."""
+    """A ready selection read back as numpy: which pool rows, their scores, and which half
+    (`from_random`: the non-score part, random or diverse by the strategy)."""
 
     id: str
     target: int
@@ -30,6 +31,16 @@ class StoredSelection:
     bins: np.ndarray | None = None  # (n,) int32
     bin_ranks: np.ndarray | None = None  # (n,) int32
     bin_quotas: np.ndarray | None = None  # (n,) int32
+    strategy: str = "score+random"
+
+    @property
+    def filler(self) -> str:
+        """What the non-score picks are called: "diverse" (score+diverse) or "random"."""
+        return "diverse" if self.strategy == "score+diverse" else "random"
+
+    def sources(self) -> np.ndarray:
+        """(n,) "score" or the filler's name per selected row."""
+        return np.where(self.from_random, self.filler, "score")
 
 
 def places_bytes(values: np.ndarray | None) -> bytes | None:
@@ -119,6 +130,7 @@ def load_selection(
         bins=_places(row.bins),
         bin_ranks=_places(row.bin_ranks),
         bin_quotas=_places(row.bin_quotas),
+        strategy=row.strategy,
     )
 
 
@@ -132,6 +144,15 @@ def request_selection(
         raise Conflict(f"Job '{job.id}' is {job.status}; new selections need its scores.")
     if job.method == "random":
         raise Conflict(f"Job '{job.id}' used the random method and stored no scores.")
+    if body.strategy == "score+diverse":
+        reason = (
+            "'score+diverse' draws from the pool's embeddings, which a re-selection from stored "
+            "scores does not have; create a job with this strategy instead (on the same pool the "
+            "worker's pool cache makes the embeddings free)"
+        )
+        raise InvalidInput(
+            f"strategy: {reason}", errors=[{"field": "strategy", "reason": reason}]
+        )
     if body.budget >= 1 and body.budget > job.rows_total:
         raise Conflict(
             f"selection.budget {int(body.budget)} exceeds the pool's {job.rows_total} rows."

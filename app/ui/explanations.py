@@ -47,7 +47,7 @@ def selected_rows(
         rows.append(
             {
                 "index": index,
-                "source": "random" if chosen.from_random[k] else "score",
+                "source": chosen.filler if chosen.from_random[k] else "score",
                 "reason": why[k],
                 "bin": _place(chosen.bins, k),
                 "bin_rank": _place(chosen.bin_ranks, k),

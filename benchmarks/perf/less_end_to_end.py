@@ -53,9 +53,6 @@ def run_cli(pool: Path, budget: int, folder: Path) -> dict[str, object]:
         sys.executable, "-m", "tov_engine", "select", "--pool", str(pool),
         "--validation", str(VALIDATION), "--model", str(MODEL), "--method", "less",
         "--budget", str(budget), "--out", str(folder / "selection.jsonl"),
-        # The memory pre-flight (an estimate, it changes nothing in the run) sizes LESS's rows at
-        # max_length and refuses this job on a small machine; the run itself needs < 3 GB.
-        "--skip-memory-check",
     ]  # fmt: skip
     load_before = os.getloadavg()
     start = time.perf_counter()

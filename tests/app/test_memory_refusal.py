@@ -68,7 +68,11 @@ def test_a_job_too_big_for_the_worker_fails_before_loading(
         "precision",
         "lora.rank",
     )
-    assert any(f"{knob} (now " in message or f"{knob}: " in message for knob in knobs), message
+    # The check counts the real rows (a few tokens each): for this tiny model the need is the
+    # framework itself and no knob would lower it, so the advice is a bigger device.
+    named = any(f"{knob} (now " in message or f"{knob}: " in message for knob in knobs)
+    assert named or "use a smaller model or a device with more memory" in message, message
+    assert "framework" in message
     assert loads == []  # refused before the model was loaded
 
     # A second delivery finds the job finished: a refusal is terminal, never retried.

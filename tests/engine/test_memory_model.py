@@ -191,3 +191,27 @@ def test_the_engine_cli_refuses_a_job_its_machine_cannot_hold(
     assert "this job needs about" in err and "GiB on cpu" in err and "--skip-memory-check" in err
     assert main([*argv, "--skip-memory-check"]) == EXIT_ERROR  # on to loading: no weights there
     assert "needs about" not in capsys.readouterr().err
+
+
+def test_the_check_counts_the_real_rows_before_refusing(
+    tmp_path: Path, tiny_causal_lm_dir: Path
+) -> None:
+    """At max_length the job does not fit the cap; its short rows do, so it is not refused."""
+    from tov_engine import InsufficientMemory, JobConfig, SelectionConfig
+    from tov_engine.model.footprint import check_memory
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"prompt": f"Hi {i}?", "completion": "Hello."}) + "\n" for i in range(40)
+        )
+    )
+    config = JobConfig(
+        method="less", selection=SelectionConfig(budget=4), device="cpu", max_length=4096
+    )
+    bound = check_memory(config, tiny_causal_lm_dir, memory_gb=1000)  # every row at 4096 tokens
+    cap = (bound.peak_bytes / (1 << 30)) * 0.9
+    with pytest.raises(InsufficientMemory):
+        check_memory(config, tiny_causal_lm_dir, memory_gb=cap)  # no files: the bound decides
+    fits = check_memory(config, tiny_causal_lm_dir, memory_gb=cap, pool=rows, validation=[rows])
+    assert fits.peak_bytes < 0.9 * bound.peak_bytes

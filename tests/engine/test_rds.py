@@ -74,7 +74,7 @@ def test_rds_embeddings_do_not_depend_on_padding(tiny_causal_lm_dir: Path) -> No
     import torch
 
     from tov_engine.data.encoding import encode_rows
-    from tov_engine.methods.rds import embed
+    from tov_engine.methods.embedding import embed
     from tov_engine.model.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(tiny_causal_lm_dir)

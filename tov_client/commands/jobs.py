@@ -86,7 +86,9 @@ def jobs_create(
         str | None, typer.Option(help="Model name on the server (see `tov models`).")
     ] = None,
     budget: Annotated[float | None, typer.Option(help="Rows to select, or a fraction < 1.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="score+random | score-only")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="score+random | score-only | score+diverse")
+    ] = None,
     num_bins: Annotated[int | None, typer.Option(help="Length bins for selection.")] = None,
     method: Annotated[
         str | None, typer.Option(help="tov | random | uncertainty | less | rds")

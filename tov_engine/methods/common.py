@@ -12,6 +12,7 @@ import torch
 from tov_engine.errors import ConfigError
 from tov_engine.job import Job, SelectionOutcome, draw_base
 from tov_engine.leakage import select_excluding
+from tov_engine.methods.embedding import load_frozen, pool_embeddings
 from tov_engine.model.loading import load_model, resolve_device
 from tov_engine.model.precision import (
     apply_determinism,
@@ -27,7 +28,7 @@ from tov_engine.model.train_memory import (
     resolve_gradient_checkpointing,
 )
 from tov_engine.progress import Tracker
-from tov_engine.selection import binning
+from tov_engine.selection import EMBEDDING_STRATEGIES, binning
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,13 @@ def finish_selection(
     tracker: Tracker | None,
     last: bool = True,
     losses: tuple[np.ndarray, np.ndarray] | None = None,
+    surrogate: Surrogate | None = None,
 ) -> SelectionOutcome:
     """Select the budget from the scores (U kept out: `base`) and report the select stage;
-    `losses`: every row's mean loss before and after (ToV), kept in the outcome."""
+    `losses`: every row's mean loss before and after (ToV), kept in the outcome. `surrogate`:
+    the job's LoRA model, whose frozen base embeds the pool for score+diverse (else a frozen
+    copy is loaded, unless the pool cache holds the embeddings)."""
+    embeddings = diversity_embeddings(job, surrogate, tracker)
     start = time.perf_counter()
     lengths = job.pool.loss_lengths
     config = job.config.selection
@@ -98,6 +103,7 @@ def finish_selection(
         base_indices=base,
         config=config,
         seed=job.config.seed,
+        embeddings=embeddings,
     )
     placed = binning(
         scores=scores, lengths=lengths, base_indices=base, config=config, excluded=job.excluded
@@ -120,3 +126,24 @@ def finish_selection(
         binning=placed,
         leaks=job.leak_report.leaks if job.leak_report is not None else (),
     )
+
+
+def diversity_embeddings(
+    job: Job, surrogate: Surrogate | None, tracker: Tracker | None = None
+) -> np.ndarray | None:
+    """The pool's embeddings when the job's strategy draws from them (score+diverse), else None;
+    progress in the tracker's "embed" stage when it has one.
+
+    A LoRA surrogate embeds with its adapters switched off (the base model, whatever was trained);
+    otherwise a frozen copy of the model is loaded. The pool cache serves a pool seen before."""
+    if job.config.selection.strategy not in EMBEDDING_STRATEGIES:
+        return None
+    start = time.perf_counter()
+    shown = tracker if tracker is not None and "embed" in tracker.totals else None
+    if surrogate is not None and surrogate.lora:
+        with surrogate.frozen() as model:
+            vectors = pool_embeddings(job, model, shown)
+    else:
+        vectors = pool_embeddings(job, load_frozen(job), shown)
+    job.stats["seconds_embed"] = time.perf_counter() - start
+    return vectors

@@ -23,6 +23,7 @@ from tov_engine.model.scoring import Combine, run_pass, uncertainty_combine
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.model.training import EpochPlan, make_optimizer, train_epoch
 from tov_engine.progress import Tracker
+from tov_engine.selection import EMBEDDING_STRATEGIES
 from tov_engine.store.checkpoints import CheckpointFolder, chunk_batches
 from tov_engine.store.keys import fingerprint
 
@@ -121,9 +122,12 @@ def run_uncertainty_job(job: Job) -> SelectionOutcome:
     a folder of another job raises CheckpointError."""
     surrogate = build_surrogate(job)
     base, rest, rounds = split_pool(job)
+    totals = {"train": rounds * len(base), "score": len(rest), "select": 1}
+    if job.config.selection.strategy in EMBEDDING_STRATEGIES:
+        totals["embed"] = len(job.pool)  # score+diverse: the pool's embeddings, one forward
     tracker = Tracker(
-        {"train": rounds * len(base), "score": len(rest), "select": 1},
-        {"train": TRAIN_COST, "score": 1.0, "select": 0.0},
+        totals,
+        {"train": TRAIN_COST, "score": 1.0, "select": 0.0, "embed": 1.0},
         job.progress,
         job.should_cancel,
     )
@@ -144,4 +148,4 @@ def run_uncertainty_job(job: Job) -> SelectionOutcome:
         scoring_batches=len(batches),
         padding_waste=padding_waste(job.pool.seq_lengths, batches),
     )
-    return finish_selection(job, scores, base, tracker)
+    return finish_selection(job, scores, base, tracker, surrogate=surrogate)

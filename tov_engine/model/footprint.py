@@ -120,13 +120,21 @@ def check_memory(
     *,
     memory_gb: float | None = None,
     num_labels: int | None = None,
+    pool: str | Path | None = None,
+    validation: list[str | Path] | None = None,
 ) -> MemoryEstimate:
     """Refuse a job its device cannot hold, before anything loads.
+
+    The first estimate takes every row at max_length (no file is read). When that does not fit
+    and the job's files are given, the rows are counted with the model's tokenizer and the
+    passes planned (as the dry run does), and the job is refused only if its real batches do
+    not fit either.
 
     Args:
         config: the job. model: its model folder.
         memory_gb: the memory the job may use, in GiB; None: what the device has free now.
         num_labels: token classification's tag set size when known.
+        pool, validation: the job's pool file and validation file(s).
     Returns:
         The estimate, when the job fits.
     Raises:
@@ -134,12 +142,34 @@ def check_memory(
         ModelError: config.json cannot be read.
         ValueError: config.json lacks what the model needs.
     """
-    estimate = estimate_peak_memory(workload_from_job(config, model, num_labels=num_labels))
+    workload = workload_from_job(config, model, num_labels=num_labels)
+    estimate = estimate_peak_memory(workload)
     have = available_bytes(config, memory_gb)
-    need = estimate.peak_bytes
-    if resolve_device(config.device).type == "cuda" and memory_gb is None:
-        need -= CUDA_CONTEXT_BYTES  # mem_get_info's free already leaves out the context
-    if need > have:
+    on_cuda = resolve_device(config.device).type == "cuda" and memory_gb is None
+    slack = CUDA_CONTEXT_BYTES if on_cuda else 0  # mem_get_info's free leaves out the context
+    if estimate.peak_bytes - slack > have and pool is not None and validation:
+        from tov_engine.dry_run import job_settings  # the dry run's settings for this config
+        from tov_plan.estimate import measured_workload  # reads the files: only when needed
+
+        bound = estimate.peak_gib
+        try:
+            measured = measured_workload(
+                workload,
+                job_settings(config, "cpu" if workload.device_type == "cpu" else "cuda"),
+                model_dir=Path(model),
+                pool_path=Path(pool),
+                validation_paths=[Path(v) for v in validation],
+            )
+        except ValueError as exc:  # no tokenizer.json, a row that cannot be counted: the bound
+            logger.warning("memory: rows not counted (%s); every row taken at max_length", exc)
+        else:
+            estimate = estimate_peak_memory(measured)
+            logger.info(
+                "memory: %.1f GiB with every row at max_length, %.1f GiB for the real rows",
+                bound,
+                estimate.peak_gib,
+            )
+    if estimate.peak_bytes - slack > have:
         raise InsufficientMemory(refusal_message(estimate, have, device_label(config)))
     logger.info(
         "memory: the job needs about %.1f GiB on %s, %.1f GiB available",

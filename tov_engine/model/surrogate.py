@@ -128,6 +128,15 @@ class Surrogate:
             self.load_state("base", snapshot)
 
     @contextlib.contextmanager
+    def frozen(self) -> Iterator[nn.Module]:
+        """The base model with every adapter switched off, in eval() mode (LoRA only: full
+        fine-tuning has trained the base weights themselves)."""
+        if not self.lora:
+            raise ModelError("a frozen base needs LoRA: full fine-tuning changed the weights")
+        with self.model.disable_adapter(), self.evaluating():  # type: ignore[operator]
+            yield self.model.get_base_model()  # type: ignore[operator]
+
+    @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
         """eval() mode (no dropout) inside the block, back to train() after."""
         self.model.eval()

@@ -73,7 +73,7 @@ def _tracker(jobs: list[Job]) -> Tracker:
     totals: dict[str, int] = {"train": 0, "score": 0, "select": 0}
     for job in jobs:
         for stage, units in tov_totals(job, lora).items():
-            totals[stage] += units
+            totals[stage] = totals.get(stage, 0) + units
     return tov_tracker(jobs[0], lora, totals)
 
 

@@ -20,6 +20,7 @@ from tov_engine.model.precision import resolve_precision
 from tov_engine.model.surrogate import Surrogate
 from tov_engine.model.train_memory import training_memory
 from tov_engine.progress import Tracker
+from tov_engine.selection import EMBEDDING_STRATEGIES
 from tov_engine.store.checkpoints import RoundCheckpoints
 from tov_engine.store.entries import EntryStore
 from tov_engine.store.keys import fingerprint, model_identity
@@ -33,17 +34,20 @@ def tov_totals(job: Job, lora: bool) -> dict[str, int]:
     row in each of its two passes with LoRA, or row passes with full fine-tuning)."""
     base, rest, rounds = split_pool(job)
     passes = 1 if lora else 2
-    return {
+    totals = {
         "train": rounds * (len(base) + len(job.val)),
         "score": rounds * len(rest) * passes,
         "select": 1,
     }
+    if job.config.selection.strategy in EMBEDDING_STRATEGIES:
+        totals["embed"] = len(job.pool)  # score+diverse: the pool's embeddings, one forward
+    return totals
 
 
 def tov_tracker(job: Job, lora: bool, totals: dict[str, int]) -> Tracker:
     """The progress tracker of a ToV run (a training row costs TRAIN_COST forward passes)."""
     # A LoRA score unit covers both passes of a row (two forwards); full fine-tuning counts each.
-    weights = {"train": TRAIN_COST, "score": 2.0 if lora else 1.0, "select": 0.0}
+    weights = {"train": TRAIN_COST, "score": 2.0 if lora else 1.0, "select": 0.0, "embed": 1.0}
     return Tracker(totals, weights, job.progress, job.should_cancel)
 
 
@@ -151,4 +155,6 @@ def run_tov_job(
         padding_waste=padding_waste(job.pool.seq_lengths, batches),
         base_rounds_reused=t.reused,
     )
-    return finish_selection(job, scores, t.base_rows, tracker, last=own, losses=mean_losses(t))
+    return finish_selection(
+        job, scores, t.base_rows, tracker, last=own, losses=mean_losses(t), surrogate=surrogate
+    )
