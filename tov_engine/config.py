@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from tov_plan import rules
+
 TASKS = ("causal_lm", "token_classification")
 METHODS = ("tov", "random", "uncertainty", "less", "rds")
 STRATEGIES = ("score+random", "score-only", "score+diverse")
@@ -17,11 +19,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")  # model/precision.py; auto: by the
 GRADIENT_CHECKPOINTING = ("auto", "on", "off")  # model/train_memory.py; auto: on with CUDA only
 TOKEN_SCORES = ("class_balanced", "mean")  # token classification's row reduction (scoring.py)
 
-# Paper: |U| = 4096 and L = 16384 / |U| rounds, i.e. 16384 base examples (~1024 batches of 16).
-PAPER_BASE_EXAMPLES = 16384
-# Our cap on the default L: on a small U the paper rule gives hundreds of rounds, each costing two
-# passes over R, while more epochs on a tiny U mostly memorise it. 8 = the paper's L at |U| = 2048.
-MAX_DEFAULT_ROUNDS = 8
+# PAPER_BASE_EXAMPLES and MAX_DEFAULT_ROUNDS (the default L) live with the rules in tov_plan.rules.
 
 
 def _require(ok: bool, message: str) -> None:
@@ -65,9 +63,7 @@ class SelectionConfig:
         Returns:
             n, at least 1. It may exceed the pool; callers decide whether that is an error.
         """
-        if self.budget >= 1:
-            return int(self.budget)
-        return max(1, math.floor(self.budget * pool_size + 0.5))
+        return rules.resolve_budget(self.budget, pool_size)
 
 
 @dataclass(frozen=True)
@@ -149,15 +145,11 @@ class ToVConfig:
         Returns:
             |U|.
         """
-        if self.base_size is not None:
-            return self.base_size
-        return max(1, min(budget // 2, pool_size // 2))
+        return rules.resolve_base_size(self.base_size, budget, pool_size)
 
     def resolve_rounds(self, base_size: int) -> int:
         """L: the configured value, else the paper rule capped at MAX_DEFAULT_ROUNDS."""
-        if self.rounds is not None:
-            return self.rounds
-        return max(1, min(MAX_DEFAULT_ROUNDS, PAPER_BASE_EXAMPLES // base_size))
+        return rules.resolve_rounds(self.rounds, base_size)
 
 
 @dataclass(frozen=True)

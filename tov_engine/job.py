@@ -89,12 +89,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def draw_base(pool_size: int, base_size: int, seed: int) -> np.ndarray:
-    """U: `base_size` distinct pool indices drawn with the job seed, sorted."""
-    rng = np.random.default_rng([seed, 0])
-    return np.sort(rng.choice(pool_size, size=base_size, replace=False)).astype(np.int64)
-
-
 def _pool_tags(config: JobConfig, path: Path) -> tuple[list[Any] | None, dict[Any, int] | None]:
     """Token classification: the pool's own tag set and its ids (labels are ids into it)."""
     if config.task != "token_classification":

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from tov_plan.plan import JobSettings, draw_base, plan_buckets
+from tov_plan.plan import JobSettings
+from tov_plan.rules import draw_base, plan_buckets
 
 CACHE_FORMAT = 4  # tov_engine/store/keys.py: bump both together (a test compares them)
 ML_STACK = ("torch", "transformers", "peft")
@@ -82,7 +83,7 @@ def base_key(
         lora: LoraSettings as a dict (enabled, rank, alpha, dropout, target_modules).
         pool_seq: (N,) tokens per pool row. versions: torch, transformers, peft.
     """
-    from tov_plan.plan import resolve_base_size, resolve_budget
+    from tov_plan.rules import resolve_base_size, resolve_budget
 
     size = len(pool_seq)
     base_size = resolve_base_size(s.base_size, resolve_budget(s.budget, size), size)

@@ -1,9 +1,10 @@
 """The passes a job will make, from its token counts and settings, without running it.
 
-The same rules as the engine (tov_engine/config.py, job.draw_base, data/batching.py,
-model/training.py, methods/*): the budget, U and L; each training epoch's seeded row order and
-batches; the length-bucketed scoring batches. tests/test_dry_run_plan.py checks the planned
-passes against the passes a real run makes (forward hooks on a tiny model).
+The engine's own rules (tov_plan.rules: the budget, U and L, the scoring batches and the training
+micro-batches, which the engine imports from there) and the same passes as its methods
+(model/training.py, methods/*): each training epoch's seeded row order and batches.
+tests/engine/test_dry_run_plan.py checks the planned passes against the passes a real run makes
+(forward hooks on a tiny model).
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PAPER_BASE_EXAMPLES, MAX_DEFAULT_ROUNDS = 16384, 8  # tov_engine/config.py
-MAX_BATCH_WASTE, MIN_BATCH_ROWS = 0.08, 4  # tov_engine/data/batching.py
+from tov_plan.rules import (
+    draw_base,
+    micro_batches,
+    plan_buckets,
+    resolve_base_size,
+    resolve_budget,
+    resolve_rounds,
+)
+
 GRADIENT_BUFFER = 16  # tov_engine/methods/less/gradients.py
 CHECK_ROWS = 2  # tov_engine/model/head.py: the head shortcut's one-time check, in rows
 
@@ -82,53 +90,6 @@ class Plan:
         }
 
 
-def resolve_budget(budget: float, pool_size: int) -> int:
-    """SelectionConfig.resolve_budget."""
-    if budget >= 1:
-        return int(budget)
-    return max(1, math.floor(budget * pool_size + 0.5))
-
-
-def resolve_base_size(base_size: int | None, budget: int, pool_size: int) -> int:
-    """ToVConfig.resolve_base_size."""
-    if base_size is not None:
-        return base_size
-    return max(1, min(budget // 2, pool_size // 2))
-
-
-def resolve_rounds(rounds: int | None, base_size: int) -> int:
-    """ToVConfig.resolve_rounds."""
-    if rounds is not None:
-        return rounds
-    return max(1, min(MAX_DEFAULT_ROUNDS, PAPER_BASE_EXAMPLES // base_size))
-
-
-def draw_base(pool_size: int, base_size: int, seed: int) -> np.ndarray:
-    """job.draw_base: U, sorted."""
-    rng = np.random.default_rng([seed, 0])
-    return np.sort(rng.choice(pool_size, size=base_size, replace=False)).astype(np.int64)
-
-
-def plan_buckets(lengths: np.ndarray, rows: np.ndarray, tokens_per_batch: int) -> list[np.ndarray]:
-    """data.batching.plan_buckets: length-sorted rows cut under a token budget."""
-    rows = np.asarray(rows, dtype=np.int64)
-    order = rows[np.lexsort((rows, lengths[rows]))]
-    batches: list[np.ndarray] = []
-    start, real = 0, 0
-    for end in range(len(order)):
-        width = int(lengths[order[end]])
-        count = end - start + 1
-        over_budget = count * width > tokens_per_batch
-        wasteful = count > MIN_BATCH_ROWS and real + width < (1 - MAX_BATCH_WASTE) * count * width
-        if end > start and (over_budget or wasteful):
-            batches.append(order[start:end])
-            start, real = end, 0
-        real += width
-    if start < len(order):
-        batches.append(order[start:])
-    return batches
-
-
 def _padded(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
     return sum(len(b) * max(1, int(lengths[b].max())) for b in batches if len(b))
 
@@ -153,21 +114,6 @@ def _pass(
         passes * lost,
         widest,
     )
-
-
-def micro_batches(lengths: np.ndarray, rows: np.ndarray, tokens: int) -> list[np.ndarray]:
-    """model.train_memory.micro_batches: contiguous runs of at most `tokens` padded tokens."""
-    parts: list[np.ndarray] = []
-    start, width = 0, 0
-    for end in range(len(rows)):
-        wider = max(width, int(lengths[rows[end]]))
-        if end > start and (end - start + 1) * wider > tokens:
-            parts.append(rows[start:end])
-            start, wider = end, int(lengths[rows[end]])
-        width = wider
-    if start < len(rows):
-        parts.append(rows[start:])
-    return parts
 
 
 def _epochs(

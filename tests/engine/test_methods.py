@@ -21,7 +21,7 @@ from tov_engine import (
     run_selection,
 )
 from tov_engine.cli import main
-from tov_engine.job import draw_base
+from tov_plan.rules import draw_base
 
 PLAIN = {"tokens": ["The", "cat", "sat", "on", "the", "mat"], "tags": ["O"] * 6}
 ENTITY = {

@@ -15,13 +15,9 @@ from tests.engine.test_runner import _pool
 from tov_engine import JobConfig, LoraSettings, SelectionConfig, ToVConfig, run_selection
 from tov_engine.job import Job, prepare_job
 from tov_engine.methods.common import build_surrogate
-from tov_engine.model.train_memory import (
-    TrainingMemory,
-    attach_memory,
-    micro_batches,
-    training_memory,
-)
+from tov_engine.model.train_memory import TrainingMemory, attach_memory, training_memory
 from tov_engine.model.training import EpochPlan, make_optimizer, train_epoch
+from tov_plan.rules import micro_batches
 
 PLAIN = {"tokens": ["The", "cat", "sat", "on", "the", "mat"], "tags": ["O"] * 6}
 ENTITY = {

@@ -9,6 +9,9 @@ import numpy as np
 import torch
 
 from tov_engine.data.encoded import IGNORE, EncodedSet
+from tov_plan.rules import MAX_BATCH_WASTE, MIN_BATCH_ROWS, plan_buckets  # one rule, also planned
+
+__all__ = ["MAX_BATCH_WASTE", "MIN_BATCH_ROWS", "Batch", "make_batch", "plan_buckets"]
 
 
 @dataclass(frozen=True)
@@ -48,42 +51,6 @@ def make_batch(
         attention_mask=torch.from_numpy(mask).to(device),
         labels=torch.from_numpy(labels).to(device),
     )
-
-
-MAX_BATCH_WASTE = 0.08  # cut a batch early rather than pad it by more than this
-MIN_BATCH_ROWS = 4  # ...but not below this many rows, so long tails do not run one by one
-
-
-def plan_buckets(lengths: np.ndarray, rows: np.ndarray, tokens_per_batch: int) -> list[np.ndarray]:
-    """Group rows of similar length so each padded batch holds at most `tokens_per_batch` tokens.
-
-    Rows are sorted by length (ties by index) and cut greedily: when the next row would break the
-    token budget, or would pad the batch by more than MAX_BATCH_WASTE once it holds
-    MIN_BATCH_ROWS rows. A row longer than the budget gets a batch of its own. The order is
-    deterministic, so scores do not depend on batch composition beyond floating-point noise.
-
-    Args:
-        lengths: (N,) tokens per row of the whole set. rows: the rows to batch.
-        tokens_per_batch: padded-token budget of one batch.
-    Returns:
-        A list of row-index arrays.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    order = rows[np.lexsort((rows, lengths[rows]))]
-    batches: list[np.ndarray] = []
-    start, real = 0, 0
-    for end in range(len(order)):
-        width = int(lengths[order[end]])  # sorted ascending: the new row sets the batch width
-        count = end - start + 1
-        over_budget = count * width > tokens_per_batch
-        wasteful = count > MIN_BATCH_ROWS and real + width < (1 - MAX_BATCH_WASTE) * count * width
-        if end > start and (over_budget or wasteful):
-            batches.append(order[start:end])
-            start, real = end, 0
-        real += width
-    if start < len(order):
-        batches.append(order[start:])
-    return batches
 
 
 def padding_waste(lengths: np.ndarray, batches: list[np.ndarray]) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from tov_engine.errors import ConfigError
-from tov_engine.job import Job, SelectionOutcome, draw_base
+from tov_engine.job import Job, SelectionOutcome
 from tov_engine.leakage import select_excluding
 from tov_engine.methods.embedding import load_frozen, pool_embeddings
 from tov_engine.model.loading import load_model, resolve_device
@@ -29,6 +29,7 @@ from tov_engine.model.train_memory import (
 )
 from tov_engine.progress import Tracker
 from tov_engine.selection import EMBEDDING_STRATEGIES, binning
+from tov_plan.rules import draw_base
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -160,29 +159,3 @@ def checkpointing(model: nn.Module, on: bool) -> Iterator[None]:
             hf.gradient_checkpointing_disable()
         if hasattr(hf, "disable_input_require_grads"):
             hf.disable_input_require_grads()
-
-
-def micro_batches(lengths: np.ndarray, rows: np.ndarray, tokens: int) -> list[np.ndarray]:
-    """Cut `rows` (in their order) into contiguous runs of at most `tokens` padded tokens.
-
-    A run's padded size is its row count times its longest row; a row longer than `tokens` is a
-    run of its own.
-
-    Args:
-        lengths: (N,) tokens per row of the whole set. rows: one training batch, in order.
-        tokens: the padded-token budget of one micro-batch (>= 1).
-    Returns:
-        Row-index arrays whose concatenation is `rows`.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    parts: list[np.ndarray] = []
-    start, width = 0, 0
-    for end in range(len(rows)):
-        wider = max(width, int(lengths[rows[end]]))
-        if end > start and (end - start + 1) * wider > tokens:
-            parts.append(rows[start:end])
-            start, wider = end, int(lengths[rows[end]])
-        width = wider
-    if start < len(rows):
-        parts.append(rows[start:])
-    return parts

@@ -13,8 +13,9 @@ from tov_engine.data.batching import make_batch, training_batches
 from tov_engine.data.encoded import EncodedSet
 from tov_engine.model.logprob import loss_rows, mean_loss, share_of_loss, token_logprobs
 from tov_engine.model.precision import compute
-from tov_engine.model.train_memory import checkpointing, micro_batches, training_memory
+from tov_engine.model.train_memory import checkpointing, training_memory
 from tov_engine.progress import Tracker
+from tov_plan.rules import micro_batches
 
 logger = logging.getLogger(__name__)
 
