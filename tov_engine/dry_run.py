@@ -10,37 +10,13 @@ from typing import Any
 
 from tov_engine.config import JobConfig
 from tov_plan.estimate import DryRunInputs, dry_run
-from tov_plan.plan import JobSettings
+from tov_plan.plan import JobSettings, settings_of
 
 
 def job_settings(config: JobConfig, device_class: str) -> JobSettings:
     """The JobConfig's knobs as tov_plan reads them ("auto" checkpointing resolved by the
     device class: on with a GPU, off on CPU, as the engine resolves it by device)."""
-    tov = config.tov
-    checkpointing = config.gradient_checkpointing
-    if checkpointing == "auto":
-        checkpointing = "off" if device_class == "cpu" else "on"
-    return JobSettings(
-        method=config.method,
-        task=config.task,
-        budget=config.selection.budget,
-        strategy=config.selection.strategy,
-        base_size=tov.base_size,
-        rounds=tov.rounds,
-        variant=tov.variant,
-        batch_size=tov.batch_size,
-        tokens_per_batch=tov.tokens_per_batch,
-        lora=tov.lora.enabled,
-        lora_rank=tov.lora.rank,
-        seed=config.seed,
-        max_length=config.max_length,
-        precision=config.precision,
-        train_tokens_per_micro_batch=tov.train_tokens_per_micro_batch,
-        gradient_checkpointing=checkpointing == "on",
-        less_warmup_fraction=config.less.warmup_fraction,
-        less_epochs=config.less.epochs,
-        less_projection_dim=config.less.projection_dim,
-    )
+    return settings_of(config, device_class)
 
 
 def estimate(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,38 @@ class JobSettings:
     less_warmup_fraction: float = 0.05
     less_epochs: int = 4
     less_projection_dim: int = 8192
+
+
+def settings_of(job: Any, device_class: str) -> JobSettings:
+    """The JobSettings of a job's parameters: the API's JobCreate body or the engine's JobConfig
+    (both have method, task, seed, max_length, precision, gradient_checkpointing, selection.* and
+    tov.*; LESS's knobs where the object has `less`). "auto" gradient checkpointing resolves by
+    the device class, as the engine resolves it by device: on with a GPU, off on CPU."""
+    tov, checkpointing = job.tov, job.gradient_checkpointing
+    less = getattr(job, "less", None)
+    defaults = JobSettings()
+    return JobSettings(
+        method=job.method,
+        task=job.task,
+        budget=job.selection.budget,
+        strategy=job.selection.strategy,
+        base_size=tov.base_size,
+        rounds=tov.rounds,
+        variant=tov.variant,
+        batch_size=tov.batch_size,
+        tokens_per_batch=tov.tokens_per_batch,
+        lora=tov.lora.enabled,
+        lora_rank=tov.lora.rank,
+        seed=job.seed,
+        max_length=job.max_length,
+        precision=job.precision,
+        train_tokens_per_micro_batch=tov.train_tokens_per_micro_batch,
+        gradient_checkpointing=checkpointing == "on"
+        or (checkpointing == "auto" and device_class != "cpu"),
+        less_warmup_fraction=less.warmup_fraction if less else defaults.less_warmup_fraction,
+        less_epochs=less.epochs if less else defaults.less_epochs,
+        less_projection_dim=less.projection_dim if less else defaults.less_projection_dim,
+    )
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from app.datasets.service import end_transaction, get_dataset, prepare_reference
 from app.datasets.sources.registry import is_remote
 from app.jobs.schemas import JobCreate
 from tov_plan.estimate import DryRunInputs, dry_run
-from tov_plan.plan import JobSettings
+from tov_plan.plan import JobSettings, settings_of
 from tov_plan.tokens import TokenCountError
 
 
@@ -74,28 +74,7 @@ def _resolve(
 def job_settings(body: JobCreate, device_class: str) -> JobSettings:
     """The knobs of the body as tov_plan reads them; knobs the body does not have take the
     engine's defaults ("auto" gradient checkpointing: on with a GPU, off on CPU)."""
-    tov = body.tov
-    checkpointing = body.gradient_checkpointing == "on" or (
-        body.gradient_checkpointing == "auto" and device_class != "cpu"
-    )
-    return JobSettings(
-        method=body.method,
-        task=body.task,
-        budget=body.selection.budget,
-        strategy=body.selection.strategy,
-        base_size=tov.base_size,
-        rounds=tov.rounds,
-        variant=tov.variant,
-        batch_size=tov.batch_size,
-        tokens_per_batch=tov.tokens_per_batch,
-        lora=tov.lora.enabled,
-        lora_rank=tov.lora.rank,
-        seed=body.seed,
-        max_length=body.max_length,
-        precision=body.precision,
-        gradient_checkpointing=checkpointing,
-        train_tokens_per_micro_batch=tov.train_tokens_per_micro_batch,
-    )
+    return settings_of(body, device_class)
 
 
 def estimate(
