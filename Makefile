@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
-	bench-load bench-perf bench-memory bench-gpu bench-scale-out bench-quality-setup bench-quality-quick bench-quality clean lock
+	bench-load bench-perf bench-memory bench-gpu bench-scale-out bench-quality-setup bench-quality-quick bench-quality-large bench-quality clean lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -91,6 +91,9 @@ bench-quality-setup: setup
 
 bench-quality-quick: bench-quality-setup
 	$(PY) -m benchmarks.quality.run --mode quick
+
+bench-quality-large: bench-quality-setup
+	$(PY) -m benchmarks.quality.run --mode large
 
 bench-quality: bench-quality-setup
 	$(PY) -m benchmarks.quality.run --mode full

@@ -1,10 +1,15 @@
-"""The two kinds of work the benchmark runs, each in a child process of its own.
+"""The kinds of work the benchmark runs, each in a child process of its own.
 
 - `selection_job`: one engine selection (`tov_engine.run_selection`), timed, with the child's peak
   RSS (ru_maxrss) and the bytes it wrote (the engine's checkpoint folder plus the outputs).
+- `embed_job`: the pool's embeddings from the frozen base model (the engine's
+  `tov_engine.methods.embedding.pool_embeddings`, as RDS+ and score+diverse compute them), once
+  per setting: they do not depend on the seed. A ToV selection run derives its score+diverse
+  variant from its scores and these embeddings, as it derives score-only and score+random.
 - `finetune_job`: fine-tune the base model on a selected subset with the fixed recipe, then measure
   the target test log-loss: the mean NLL over every loss-bearing token of the test rows (causal LM:
-  the completion and its eos; token classification: the first sub-word of every word).
+  the completion and its eos; token classification: the first sub-word of every word); for test
+  rows with a `subtask` field (multi-target settings) also the loss of each subtask.
 
 Both write their result as JSON to `out_path`; the parent reads it after the child exits.
 """
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 
 # Fine-tuning recipe (fixed for every method; only the learning rate is swept, on random).
-RECIPE = {
+RECIPE: dict[str, dict[str, Any]] = {
     "causal_lm": {
         "lora_rank": 8,
         "lora_alpha": 16,
@@ -52,6 +57,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) this child process has used so far: on shared cores a steadier
+    measure of a job's cost than its wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def min_per_bin(spec: dict[str, Any]) -> int:
     """The engine's selection rule `min_per_bin` (tov_engine.selection.bins_for): with k score
     picks use at most k // min_per_bin of the paper's 10 length bins. 0 = always 10 bins.
@@ -59,6 +71,15 @@ def min_per_bin(spec: dict[str, Any]) -> int:
     With k < 10 score picks 10 bins leave each bin at most one pick, which forces length
     diversity and discards the score whenever the target's rows share a length range."""
     return int(spec["engine"].get("min_per_bin", 0))
+
+
+def _write_result(out_path: str, result: dict[str, Any]) -> None:
+    """Write a job's result JSON atomically (a sibling file renamed into place): the parent
+    accepts a result file only when it is whole."""
+    out = Path(out_path)
+    part = out.with_name(out.name + ".writing")
+    part.write_text(json.dumps(result) + "\n")
+    os.replace(part, out)
 
 
 def _plain(value: Any) -> Any:
@@ -82,7 +103,7 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         run_selection,
         select,
     )
-    from tov_engine.selection import bins_for
+    from tov_engine.selection import EMBEDDING_STRATEGIES, bins_for
 
     start_rss = _rss_mb()
     data = Path(spec["data"])
@@ -136,10 +157,14 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
     peak = _rss_mb()
     disk = _du(work) / 2**20
     selections = {}
+    embeddings = None
     for name, strategy in spec.get("strategies", {"main": None}).items():
         if strategy is None:
             selections[name] = outcome.selection.indices.tolist()
             continue
+        if strategy in EMBEDDING_STRATEGIES and embeddings is None:
+            # the pool's frozen-model embeddings (embed_job, one per setting: seed-independent)
+            embeddings = np.load(spec["embeddings"])["embeddings"]
         # The benchmark's rule (min_per_bin), and the paper's 10 bins for comparison (same scores).
         for suffix, per_bin in (("", min_per_bin(spec)), ("@10bins", 0)):
             alt = select(
@@ -149,6 +174,7 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
                 config=SelectionConfig(budget=spec["budget"], strategy=strategy, num_bins=10),
                 seed=spec["seed"],
                 min_per_bin=per_bin,
+                embeddings=embeddings if strategy in EMBEDDING_STRATEGIES else None,
             )
             selections[name + suffix] = alt.indices.tolist()
     np.savez(
@@ -161,12 +187,54 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
     result = {
         "selections": selections,
         "seconds": seconds,
+        "cpu_seconds": _cpu_seconds(),
         "peak_rss_mb": peak,
         "start_rss_mb": start_rss,
         "disk_mb": disk,
         "stats": {k: _plain(v) for k, v in outcome.stats.items()},
     }
-    Path(out_path).write_text(json.dumps(result) + "\n")
+    _write_result(out_path, result)
+
+
+def embed_job(spec: dict[str, Any], out_path: str) -> None:
+    """The pool's embeddings (N, H) from the frozen base model, with the engine's own functions.
+
+    spec: data folder, task, model folder, engine settings (max_length). Writes the vectors to
+    <out_path>.npz (key "embeddings") and {"seconds", "cpu_seconds", "peak_rss_mb",
+    "start_rss_mb", "rows", "dim"} to out_path. The cost is reported with the score+diverse
+    variant that uses them."""
+    _threads()
+    from tov_engine import JobConfig
+    from tov_engine.job import prepare_job
+    from tov_engine.methods.embedding import load_frozen, pool_embeddings
+
+    start_rss = _rss_mb()
+    data = Path(spec["data"])
+    t0 = time.perf_counter()
+    job = prepare_job(
+        pool_path=data / "pool.jsonl",
+        validation_path=data / "validation.jsonl",
+        model=spec["model"],
+        config=JobConfig(
+            task=spec["task"],
+            method="rds",
+            seed=0,
+            max_length=spec["engine"]["max_length"],
+            device="cpu",
+        ),
+    )
+    vectors = pool_embeddings(job, load_frozen(job))  # no pool cache: always computed here
+    seconds = time.perf_counter() - t0
+    np.savez(Path(out_path).with_suffix(".npz"), embeddings=vectors)
+    result = {
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds(),
+        "peak_rss_mb": _rss_mb(),
+        "start_rss_mb": start_rss,
+        "rows": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+    }
+    _write_result(out_path, result)
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -183,6 +251,14 @@ def _encode(task: str, tokenizer: Any, rows: list[dict], labels: list[str] | Non
 
 def test_loss(model: Any, encoded: Any, task: str, pad_id: int) -> float:
     """Mean NLL over all loss-bearing tokens of `encoded` (token-weighted)."""
+    return test_losses(model, encoded, task, pad_id)[0]
+
+
+def test_losses(
+    model: Any, encoded: Any, task: str, pad_id: int, groups: list[str] | None = None
+) -> tuple[float, dict[str, float]]:
+    """Mean NLL over all loss-bearing tokens of `encoded` (token-weighted), and, when `groups`
+    names each row's group (a multi-target test set's subtasks), the same mean per group."""
     import torch
 
     from tov_engine.data.batching import make_batch, plan_buckets
@@ -190,6 +266,8 @@ def test_loss(model: Any, encoded: Any, task: str, pad_id: int) -> float:
 
     model.eval()
     total, count = 0.0, 0
+    group_nll: dict[str, float] = {}
+    group_tokens: dict[str, int] = {}
     rows = np.arange(len(encoded))
     with torch.inference_mode():
         for batch_rows in plan_buckets(encoded.seq_lengths, rows, 2048):
@@ -197,7 +275,15 @@ def test_loss(model: Any, encoded: Any, task: str, pad_id: int) -> float:
             lp = token_logprobs(model, batch, task)
             total += float(-lp.values.sum())
             count += int(lp.values.numel())
-    return total / max(count, 1)
+            if groups is not None:
+                nll = -lp.values.double().cpu().numpy()
+                where = np.asarray(batch.rows)[lp.row.cpu().numpy()]
+                for g in {groups[int(r)] for r in batch.rows}:
+                    in_g = np.array([groups[int(r)] == g for r in where], dtype=bool)
+                    group_nll[g] = group_nll.get(g, 0.0) + float(nll[in_g].sum())
+                    group_tokens[g] = group_tokens.get(g, 0) + int(in_g.sum())
+    by_group = {g: group_nll[g] / max(group_tokens[g], 1) for g in sorted(group_nll)}
+    return total / max(count, 1), by_group
 
 
 def _load(task: str, model_dir: str, labels: list[str] | None, seed: int):
@@ -225,7 +311,9 @@ def finetune_job(spec: dict[str, Any], out_path: str) -> None:
     t0 = time.perf_counter()
     tokenizer, model = _load(task, spec["model"], labels, seed)
     pad_id = int(tokenizer.pad_token_id)
-    test = _encode(task, tokenizer, _read(data / "test.jsonl"), labels)
+    test_rows = _read(data / "test.jsonl")
+    test = _encode(task, tokenizer, test_rows, labels)
+    groups = [r["subtask"] for r in test_rows] if any("subtask" in r for r in test_rows) else None
     recipe = RECIPE[task]
     train_loss = float("nan")
     indices = np.asarray(spec["indices"], dtype=np.int64)
@@ -252,11 +340,14 @@ def finetune_job(spec: dict[str, Any], out_path: str) -> None:
         for epoch in range(recipe["epochs"]):
             plan = EpochPlan(train, rows, recipe["batch_size"], (seed, epoch, 7), task, pad_id)
             train_loss = train_epoch(model, optimizer, plan)
-    loss = test_loss(model, test, task, pad_id)
-    result = {
+    loss, by_subtask = test_losses(model, test, task, pad_id, groups)
+    result: dict[str, Any] = {
         "test_loss": loss,
         "train_loss": train_loss,
         "seconds": time.perf_counter() - t0,
+        "cpu_seconds": _cpu_seconds(),
         "rows": len(indices),
     }
-    Path(out_path).write_text(json.dumps(result) + "\n")
+    if by_subtask:
+        result["test_loss_by_subtask"] = by_subtask
+    _write_result(out_path, result)

@@ -86,13 +86,14 @@ def probe(setting_name: str, seed: int, engine: dict[str, Any], threads: int) ->
 
     torch.set_num_threads(threads)
     import tov_engine.methods.tov.scoring as tov_mod
-    from benchmarks.quality.jobs import bins
+    from benchmarks.quality.jobs import min_per_bin
     from benchmarks.quality.run import MODELS, WORK
-    from benchmarks.quality.settings import SETTINGS, build, load_meta
+    from benchmarks.quality.settings import ALL_SETTINGS, build, load_meta
     from tov_engine import JobConfig, LoraSettings, SelectionConfig, ToVConfig, run_selection
     from tov_engine.data.encoded import IGNORE
+    from tov_engine.selection import bins_for
 
-    s = SETTINGS[setting_name]
+    s = ALL_SETTINGS[setting_name]
     data = build(s, WORK / "data")
     meta = load_meta(data)
     mask = np.asarray(meta["target_mask"], dtype=bool)
@@ -132,7 +133,9 @@ def probe(setting_name: str, seed: int, engine: dict[str, Any], threads: int) ->
         task=s.task,
         method="tov",
         tov=tov,
-        selection=SelectionConfig(budget=s.budget, num_bins=bins(spec, "score+random")),
+        selection=SelectionConfig(
+            budget=s.budget, num_bins=bins_for(s.budget - s.budget // 2, 10, min_per_bin(spec))
+        ),
         seed=seed,
         max_length=e["max_length"],
         device="cpu",

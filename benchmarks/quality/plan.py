@@ -41,25 +41,60 @@ RUNS: dict[str, tuple[str, str, dict[str, str | None]]] = {
     "less": ("less", "A", {"less": None}),
     "tov": ("tov", "A", {"tov_score_random": "score+random", "tov_score_only": "score-only"}),
     "tov_b": ("tov", "B", {"tov_method_b": "score+random"}),
+    # RDS+ (embedding similarity, round-robin): its ranking, score-only in one bin (the engine's
+    # tov_engine.selection.selection_for_method), whatever strategy the job names.
+    "rds": ("rds", "A", {"rds": None}),
+    # One ToV run, three strategies from its scores (large mode). score+diverse also needs the
+    # pool's embeddings: computed once per setting (jobs.embed_job), its cost added to the run's.
+    "tov_all": (
+        "tov",
+        "A",
+        {
+            "tov_score_random": "score+random",
+            "tov_score_only": "score-only",
+            "tov_score_diverse": "score+diverse",
+        },
+    ),
 }
+# Runs whose selection depends on no seed: RDS+ embeds with the frozen base model and takes rows
+# round-robin by cosine, with no random draw. Seed 0's selection (and its measured cost) serves
+# every seed; only the fine-tunes differ by seed (tests/benchmarks/test_quality_large_report.py
+# checks that a real run with another seed selects the same rows).
+SEED_FREE_RUNS = ("rds",)
 METHODS = [
     "random",
     "uncertainty",
     "less",
+    "rds",
     "tov_score_only",
     "tov_score_random",
+    "tov_score_diverse",
     "tov_method_b",
     "oracle",
     "oracle_half",
 ]
+# The ToV methods (one per strategy); "best of ToV's strategies" is over those a run has.
+TOV_STRATEGIES = ("tov_score_random", "tov_score_only", "tov_score_diverse")
 # Methods that pick by the benchmark's knowledge of the target-like rows (no selection run).
 ORACLES = ("oracle", "oracle_half")
 
 
-def methods_of(runs: tuple[str, ...] | list[str]) -> list[str]:
-    """The benchmark methods the selection runs yield (plus the oracle), in METHODS order."""
-    made = {m for r in runs for m in RUNS[r][2]} | set(ORACLES)
+def methods_of(
+    runs: tuple[str, ...] | list[str], oracles: tuple[str, ...] | list[str] = ORACLES
+) -> list[str]:
+    """The benchmark methods the selection runs yield (plus the oracles), in METHODS order."""
+    made = {m for r in runs for m in RUNS[r][2]} | set(oracles)
     return [m for m in METHODS if m in made]
+
+
+def run_of(method: str, runs: tuple[str, ...] | list[str]) -> str | None:
+    """The selection run (of `runs`) that yields `method`; None for the oracles."""
+    return next((r for r in runs if method in RUNS[r][2]), None)
+
+
+def needs_embeddings(runs: tuple[str, ...] | list[str]) -> bool:
+    """Whether a run derives a strategy that draws from the pool's embeddings (score+diverse)."""
+    return any(strategy == "score+diverse" for r in runs for strategy in RUNS[r][2].values())
 
 
 def oracle_indices(

