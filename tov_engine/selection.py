@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tov_engine.config import SelectionConfig
-from tov_engine.diversity import diverse_fill
+from tov_engine.diversity import representative_fill
 from tov_engine.errors import ConfigError
 
 # Strategies whose non-score part is drawn from the pool's embeddings (tov_engine.diversity).
@@ -21,7 +21,7 @@ EMBEDDING_STRATEGIES = ("score+diverse",)
 @dataclass(frozen=True)
 class Selection:
     """The chosen rows: the score part in descending score (then index), the rest after (random:
-    by index; diverse: in draw order)."""
+    by index; diverse: by index)."""
 
     indices: np.ndarray  # (n,) int64 pool indices
     scores: np.ndarray  # (n,) float32, NaN for random picks without a score
@@ -203,8 +203,8 @@ def select(
         The Selection. score+random: ceil(n/2) by binned score from R = X minus U, floor(n/2) at
         random from U, and, when U or the scored rows run short, the rest at random from the
         remaining rows of R, then of U. score-only: all n by binned score, same fallback.
-        score+diverse: the same score part, then the rest by D^2 sampling over the embeddings of
-        every row not yet taken (U and R alike), the score picks counting as taken.
+        score+diverse: the same score part, then the rest as the k-means medoids of the
+        embeddings of every row not yet taken (U and R alike; tov_engine.diversity).
     """
     scores = np.asarray(scores, dtype=np.float32)
     lengths = np.asarray(lengths)
@@ -244,7 +244,7 @@ def _with_diverse(
     embeddings: np.ndarray | None,
     seed: int,
 ) -> Selection:
-    """The score picks `top`, then n - len(top) rows by D^2 sampling from every other row."""
+    """The score picks `top`, then n - len(top) k-means medoids of every other row."""
     if embeddings is None or len(embeddings) != len(scores):
         got = "none" if embeddings is None else f"{len(embeddings)} rows"
         raise ConfigError(
@@ -252,8 +252,8 @@ def _with_diverse(
         )
     taken = np.zeros(len(scores), dtype=bool)
     taken[top] = True
-    drawn = diverse_fill(
-        embeddings, chosen=top, candidates=np.flatnonzero(~taken), k=n - len(top), seed=seed
+    drawn = representative_fill(
+        embeddings, candidates=np.flatnonzero(~taken), k=n - len(top), seed=seed
     )
     indices = np.concatenate([top, drawn]).astype(np.int64)
     none = np.full(len(drawn), -1, dtype=np.int32)

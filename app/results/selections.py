@@ -150,9 +150,7 @@ def request_selection(
             "scores does not have; create a job with this strategy instead (on the same pool the "
             "worker's pool cache makes the embeddings free)"
         )
-        raise InvalidInput(
-            f"strategy: {reason}", errors=[{"field": "strategy", "reason": reason}]
-        )
+        raise InvalidInput(f"strategy: {reason}", errors=[{"field": "strategy", "reason": reason}])
     if body.budget >= 1 and body.budget > job.rows_total:
         raise Conflict(
             f"selection.budget {int(body.budget)} exceeds the pool's {job.rows_total} rows."

@@ -1,4 +1,5 @@
-"""score+diverse: D^2 sampling over the pool's embeddings fills the non-score half."""
+"""score+diverse: a stratified sample (k-means strata of the pool's embeddings) fills the
+non-score half."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.engine.conftest import WriteRows
 from tov_engine import ConfigError, JobConfig, SelectionConfig, run_selection
-from tov_engine.diversity import PROJECTED_DIM, diverse_fill
+from tov_engine.diversity import PROJECTED_DIM, representative_fill
 from tov_engine.leakage import select_excluding
 from tov_engine.selection import select
 
@@ -24,58 +25,68 @@ def _mixture(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return points.astype(np.float32), labels
 
 
-def test_diverse_fill_covers_more_clusters_than_uniform_random() -> None:
-    points, labels = _mixture()
+def _clusters(sizes: list[int], dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Well-separated Gaussian clusters of the given sizes."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(len(sizes), dim)) * 10
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return (centers[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32), labels
+
+
+def test_strata_cover_more_clusters_than_uniform_random() -> None:
+    points, labels = _clusters([150, 130, 120, 110, 100, 100, 90, 80, 70, 50])
     every = np.arange(len(points))
-    covered_diverse, covered_random = [], []
+    covered_strata, covered_random = [], []
     for seed in range(10):
-        picked = diverse_fill(
-            points, chosen=np.zeros(0, np.int64), candidates=every, k=13, seed=seed
-        )
-        covered_diverse.append(len(set(labels[picked].tolist())))
-        drawn = np.random.default_rng(seed).choice(every, 13, replace=False)
+        picked = representative_fill(points, candidates=every, k=10, seed=seed)
+        covered_strata.append(len(set(labels[picked].tolist())))
+        drawn = np.random.default_rng(seed).choice(every, 10, replace=False)
         covered_random.append(len(set(labels[drawn].tolist())))
-    # Random lands mostly in the big cluster (~2 of 13 clusters); D^2 sampling reaches most
-    # (it still weighs mass: the big cluster's 900 rows keep some pull, unlike k-center greedy).
-    assert np.mean(covered_diverse) >= 9
-    assert np.mean(covered_diverse) > np.mean(covered_random) + 5
+    # Ten uniform draws reach about 6.5 of the 10 clusters; one draw per stratum nearly all.
+    assert np.mean(covered_strata) >= 9
+    assert np.mean(covered_strata) > np.mean(covered_random) + 1.5
 
 
-def test_diverse_fill_avoids_what_the_chosen_rows_already_cover() -> None:
-    points, labels = _mixture(1)
-    chosen = np.flatnonzero(labels == 0)[:5]  # the score picks sit in the big cluster
-    candidates = np.setdiff1d(np.arange(len(points)), chosen)
-    picked = diverse_fill(points, chosen=chosen, candidates=candidates, k=12, seed=3)
-    # Uniform random would take ~10.7 of the 12 from the big cluster the score picks sit in.
-    assert int((labels[picked] == 0).sum()) <= 3
-    assert len(set(labels[picked].tolist()) - {0}) >= 9
-    assert not set(picked.tolist()) & set(chosen.tolist())
+def test_strata_follow_the_pool_and_skip_outliers() -> None:
+    """Three clusters of 500, 300 and 200 rows and five far outliers: ten picks split about
+    5 / 3 / 2 (proportional allocation), and no outlier is picked (k-center greedy would take
+    all five first)."""
+    points, labels = _clusters([500, 300, 200], dim=8)
+    outliers = np.random.default_rng(1).normal(size=(5, 8)) * 60
+    points = np.vstack([points, outliers]).astype(np.float32)
+    for seed in range(5):
+        picked = representative_fill(points, candidates=np.arange(1005), k=10, seed=seed)
+        assert not (picked >= 1000).any()
+        counts = np.bincount(labels[picked], minlength=3)
+        assert counts[0] >= 4 and counts[1] >= 2 and counts[2] >= 1, counts
 
 
-def test_diverse_fill_is_deterministic_for_a_seed_and_draws_distinct_rows() -> None:
+def test_strata_are_deterministic_for_a_seed_and_distinct() -> None:
     points, _ = _mixture(2)
     every = np.arange(len(points))
-    a = diverse_fill(points, chosen=every[:3], candidates=every[3:], k=50, seed=7)
-    b = diverse_fill(points, chosen=every[:3], candidates=every[3:], k=50, seed=7)
-    c = diverse_fill(points, chosen=every[:3], candidates=every[3:], k=50, seed=8)
+    a = representative_fill(points, candidates=every[3:], k=50, seed=7)
+    b = representative_fill(points, candidates=every[3:], k=50, seed=7)
+    c = representative_fill(points, candidates=every[3:], k=50, seed=8)
     assert a.tolist() == b.tolist()
     assert a.tolist() != c.tolist()
     assert len(set(a.tolist())) == 50 and min(a) >= 3
 
 
-def test_diverse_fill_handles_duplicates_and_wide_embeddings() -> None:
-    # Every candidate equals a chosen row: the draws go on uniformly, still distinct.
+def test_strata_handle_duplicates_and_wide_embeddings() -> None:
+    # Every candidate the same vector: still k distinct rows.
     same = np.ones((20, 4), dtype=np.float32)
-    picked = diverse_fill(same, chosen=np.array([0]), candidates=np.arange(1, 20), k=19, seed=0)
-    assert sorted(picked.tolist()) == list(range(1, 20))
+    picked = representative_fill(same, candidates=np.arange(1, 20), k=7, seed=0)
+    assert len(set(picked.tolist())) == 7 and min(picked) >= 1
+    assert representative_fill(same, candidates=np.arange(5), k=5, seed=0).tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     # Wider than PROJECTED_DIM: projected first, clusters still found.
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(4, PROJECTED_DIM * 4)) * 10
-    labels = np.repeat(np.arange(4), [200, 5, 5, 5])
-    wide = (centers[labels] + rng.normal(size=(len(labels), PROJECTED_DIM * 4))).astype(np.float32)
-    picked = diverse_fill(
-        wide, chosen=np.zeros(0, np.int64), candidates=np.arange(215), k=4, seed=1
-    )
+    wide, labels = _clusters([70, 70, 70, 70], dim=PROJECTED_DIM * 4)
+    picked = representative_fill(wide, candidates=np.arange(280), k=4, seed=1)
     assert len(set(labels[picked].tolist())) >= 3
 
 
@@ -96,10 +107,8 @@ def test_select_score_diverse_keeps_the_score_part_and_fills_the_rest_from_embed
     assert diverse.indices[:13].tolist() == plain.indices[:13].tolist()  # the same score part
     assert len(set(diverse.indices.tolist())) == 26
     assert diverse.bins is not None and (diverse.bins[13:] == -1).all()
-    # The diverse half reaches the small clusters the score half and random draws miss.
-    assert len(set(labels[diverse.indices[13:]].tolist())) > len(
-        set(labels[plain.indices[13:]].tolist())
-    )
+    # The diverse half follows the pool: the 900-row cluster (88% of it) gets most of it.
+    assert int((labels[diverse.indices[13:]] == 0).sum()) >= 10
     with pytest.raises(ConfigError, match="one embedding per pool row"):
         select(config=SelectionConfig(budget=26, strategy="score+diverse"), **kw)  # type: ignore[arg-type]
 
