@@ -13,11 +13,11 @@ pool gets its share of picks instead of a lucky or unlucky draw; a stratum of a 
 (k-means gives them a centre of their own) gets no pick.
 
 Rules we tried and dropped (docs/engine.md, "score+diverse"): "far from what the score picked"
-(k-center greedy, or D^2 sampling seeded with the score picks) deliberately avoids the region the
-target lies in; on the large benchmark's chemical-symbols setting it trained far worse than
-random (test loss 1.14-1.52 against 0.59-0.78 for the same score half, three fine-tune seeds).
-The medoids of the strata (their most typical rows) were also worse there (0.95, one seed):
-bland central rows, where random also draws the short question-answer rows the target resembles.
+(k-center greedy, or D^2 sampling seeded with the score picks) avoids, by construction, the region
+the score picks cover, which is where the target lies; the strata's medoids (their most central
+rows) are bland rows, unlike the pool's mix. Single-selection fine-tunes on the large benchmark
+could not rank these rules: two uniform random halves of the same selection already gave test
+losses of 0.57 and 1.32; the benchmark's seeds decide.
 
 Pure numpy. Cost: O(I k N d) for N candidates, k picks, I = ITERATIONS, d <= PROJECTED_DIM
 (wider embeddings are first reduced by a seeded Gaussian projection). Deterministic for a seed.
