@@ -24,18 +24,18 @@ def test_a_job_too_big_for_the_worker_fails_before_loading(
     installed_tiny_model: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import tov_engine.methods.common as common
+    import tov_engine.methods.embedding as loader
     from app.core.config import get_settings
     from worker.job_runner import JobRunner
 
     loads: list[object] = []
-    real_load = common.load_model
+    real_load = loader.load_model
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         loads.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(common, "load_model", spy)
+    monkeypatch.setattr(loader, "load_model", spy)
     pool = upload(client, api_key, jsonl(ROWS)).json()["id"]
     val = upload(client, api_key, jsonl(ROWS[:3]), name="val.jsonl").json()["id"]
     body = {

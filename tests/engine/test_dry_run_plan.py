@@ -17,7 +17,7 @@ from tov_engine import JobConfig, SelectionConfig, ToVConfig, run_selection
 from tov_engine.data.encoding import encode_rows
 from tov_engine.data.files import read_rows
 from tov_engine.dry_run import estimate
-from tov_engine.methods import common
+from tov_engine.methods import common, embedding
 from tov_engine.model.loading import load_tokenizer
 from tov_engine.store import keys
 from tov_plan import cache
@@ -223,7 +223,7 @@ def test_the_cli_prints_the_estimate_without_loading_weights(
         raise AssertionError("a dry run must not load the model")
 
     monkeypatch.setattr(loading, "load_model", refuse)
-    monkeypatch.setattr(common, "load_model", refuse)
+    monkeypatch.setattr(embedding, "load_model", refuse)
     pool = write_jsonl("pool.jsonl", causal_rows(20))
     val = write_jsonl("val.jsonl", causal_rows(4, seed=2))
     args = ["select", "--pool", str(pool), "--validation", str(val), "--budget", "6"]

@@ -7,18 +7,15 @@ import logging
 import time
 
 import numpy as np
-import torch
 
 from tov_engine.errors import ConfigError
 from tov_engine.job import Job, SelectionOutcome
 from tov_engine.leakage import select_excluding
-from tov_engine.methods.embedding import load_frozen, pool_embeddings
-from tov_engine.model.loading import load_model, resolve_device
+from tov_engine.methods.embedding import load_for_job, load_frozen, pool_embeddings
+from tov_engine.model.loading import resolve_device
 from tov_engine.model.precision import (
-    apply_determinism,
     attach,
     float32_compute,
-    resolve_precision,
     upcast_trainable,
 )
 from tov_engine.model.surrogate import Surrogate
@@ -40,27 +37,18 @@ def build_surrogate(job: Job) -> Surrogate:
     """Load the model onto the job's device in its precision policy and attach the adapters,
     seeded; the policy's determinism switch is applied to the process here, and the training
     memory settings (gradient checkpointing, micro-batch budget) are attached to the model."""
-    device = resolve_device(job.config.device)
-    policy = resolve_precision(job.config.precision, device, job.config.deterministic)
-    apply_determinism(policy)
     lora = job.config.tov.lora.enabled
-    torch.manual_seed(job.config.seed)  # a new classification head and LoRA init are random
-    model = load_model(
-        job.model,
-        task=job.config.task,
-        device=device,
-        labels=job.labels,
-        dtype=policy.weights_dtype(lora),
-    )
+    model, policy = load_for_job(job, lora)
     surrogate = Surrogate(model, job.config.tov.lora, job.config.task)
     if policy.bf16 and lora:
         upcast_trainable(surrogate.model)
         float32_compute(surrogate.model)
     attach(surrogate.model, policy, lora)
-    job.stats["precision"] = policy.name
     memory = TrainingMemory(
         checkpointing=resolve_gradient_checkpointing(
-            job.config.gradient_checkpointing, device, surrogate.model
+            job.config.gradient_checkpointing,
+            resolve_device(job.config.device),
+            surrogate.model,
         ),
         tokens_per_micro_batch=job.config.tov.train_tokens_per_micro_batch,
     )

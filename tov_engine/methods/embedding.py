@@ -18,6 +18,7 @@ from tov_engine.data.encoded import EncodedSet
 from tov_engine.job import Job
 from tov_engine.model.loading import load_model, resolve_device
 from tov_engine.model.precision import (
+    Precision,
     apply_determinism,
     attach,
     compute,
@@ -33,25 +34,33 @@ logger = logging.getLogger(__name__)
 EMBEDDING_FORMAT = 1  # bump when the pooling changes: cached pool embeddings then miss
 
 
-def load_frozen(job: Job) -> nn.Module:
-    """The model for inference only, in the job's precision policy (bf16 weights computed in
-    float32 under bf16), on the job's device; the policy's determinism applied."""
+def load_for_job(job: Job, lora: bool) -> tuple[nn.Module, Precision]:
+    """The job's model on its device in its precision policy (frozen base weights in bf16 under
+    that policy when `lora`), seeded; the policy's determinism switch is applied to the process
+    and its name recorded in job.stats["precision"]."""
     device = resolve_device(job.config.device)
     policy = resolve_precision(job.config.precision, device, job.config.deterministic)
     apply_determinism(policy)
-    torch.manual_seed(job.config.seed)  # a token classifier's new head is random (unused here)
+    torch.manual_seed(job.config.seed)  # a new classification head and LoRA init are random
     model = load_model(
         job.model,
         task=job.config.task,
         device=device,
         labels=job.labels,
-        dtype=policy.weights_dtype(True),
+        dtype=policy.weights_dtype(lora),
     )
+    job.stats["precision"] = policy.name
+    return model, policy
+
+
+def load_frozen(job: Job) -> nn.Module:
+    """The model for inference only, in the job's precision policy (bf16 weights computed in
+    float32 under bf16), on the job's device; the policy's determinism applied."""
+    model, policy = load_for_job(job, True)
     if policy.bf16:
         float32_compute(model)
     attach(model, policy, True)
     model.eval()
-    job.stats["precision"] = policy.name
     return model
 
 
