@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.quality.plan import ONE_BIN
+
 # Fine-tuning recipe (fixed for every method; only the learning rate is swept, on random).
 RECIPE: dict[str, dict[str, Any]] = {
     "causal_lm": {
@@ -165,13 +167,16 @@ def selection_job(spec: dict[str, Any], out_path: str) -> None:
         if strategy in EMBEDDING_STRATEGIES and embeddings is None:
             # the pool's frozen-model embeddings (embed_job, one per setting: seed-independent)
             embeddings = np.load(spec["embeddings"])["embeddings"]
-        # The benchmark's rule (min_per_bin), and the paper's 10 bins for comparison (same scores).
-        for suffix, per_bin in (("", min_per_bin(spec)), ("@10bins", 0)):
+        # The benchmark's rule (min_per_bin), and the paper's 10 bins for comparison (same scores);
+        # a strategy named with ONE_BIN: one length bin only.
+        strategy, one_bin, _ = strategy.partition(ONE_BIN)
+        rules = [("", 1, 0)] if one_bin else [("", 10, min_per_bin(spec)), ("@10bins", 10, 0)]
+        for suffix, bins, per_bin in rules:
             alt = select(
                 scores=outcome.scores,
                 lengths=outcome.lengths,
                 base_indices=outcome.base_indices,
-                config=SelectionConfig(budget=spec["budget"], strategy=strategy, num_bins=10),
+                config=SelectionConfig(budget=spec["budget"], strategy=strategy, num_bins=bins),
                 seed=spec["seed"],
                 min_per_bin=per_bin,
                 embeddings=embeddings if strategy in EMBEDDING_STRATEGIES else None,
@@ -341,8 +346,12 @@ def finetune_job(spec: dict[str, Any], out_path: str) -> None:
             plan = EpochPlan(train, rows, recipe["batch_size"], (seed, epoch, 7), task, pad_id)
             train_loss = train_epoch(model, optimizer, plan)
     loss, by_subtask = test_losses(model, test, task, pad_id, groups)
+    # The validation rows' loss: the only signal a defaults sweep may look at (never test rows).
+    validation = _encode(task, tokenizer, _read(data / "validation.jsonl"), labels)
+    validation_loss, _ = test_losses(model, validation, task, pad_id, None)
     result: dict[str, Any] = {
         "test_loss": loss,
+        "validation_loss": validation_loss,
         "train_loss": train_loss,
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": _cpu_seconds(),

@@ -34,6 +34,9 @@ ENGINE = {
 LR_GRID = {"causal_lm": [3e-4, 1e-3, 3e-3], "token_classification": [1e-4, 3e-4, 1e-3]}
 SWEEP_SEEDS = 3
 
+# A strategy name with this suffix is selected in a single length bin (jobs.selection_job).
+ONE_BIN = "@1bin"
+
 # Selection runs: engine method, variant, and the benchmark methods each run yields.
 RUNS: dict[str, tuple[str, str, dict[str, str | None]]] = {
     "random": ("random", "A", {"random": None}),
@@ -53,6 +56,9 @@ RUNS: dict[str, tuple[str, str, dict[str, str | None]]] = {
             "tov_score_random": "score+random",
             "tov_score_only": "score-only",
             "tov_score_diverse": "score+diverse",
+            # The length-bins sweep: score-only from the same scores in one bin (no length
+            # stratification); a bins setting, not one of ToV's strategies (TOV_STRATEGIES).
+            "tov_score_only_1bin": "score-only" + ONE_BIN,
         },
     ),
 }
@@ -69,6 +75,7 @@ METHODS = [
     "tov_score_only",
     "tov_score_random",
     "tov_score_diverse",
+    "tov_score_only_1bin",
     "tov_method_b",
     "oracle",
     "oracle_half",

@@ -39,6 +39,7 @@ LABELS = {
     "tov_score_only": "ToV score-only",
     "tov_score_random": "ToV score+random (A)",
     "tov_score_diverse": "ToV score+diverse",
+    "tov_score_only_1bin": "ToV score-only, 1 length bin",
     "tov_method_b": "ToV Method B",
     "oracle": "oracle",
     "oracle_half": "oracle half + random",
@@ -80,6 +81,7 @@ def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
         "target_picked": {},
         "target_picked_10bins": {},
         "by_subtask": {},
+        "validation_losses": {},
         "embed": _load(folder / "embed.json"),
     }
     if sweep is None:
@@ -101,6 +103,8 @@ def collect(bench: Any, setting: Any, seeds: int) -> dict[str, Any]:
             if ft is None:
                 continue
             out["losses"].setdefault(method, {})[seed] = ft["test_loss"]
+            if "validation_loss" in ft:
+                out["validation_losses"].setdefault(method, []).append(ft["validation_loss"])
             for sub, loss in ft.get("test_loss_by_subtask", {}).items():
                 out["by_subtask"].setdefault(method, {}).setdefault(sub, []).append(loss)
             if method in ORACLES:
@@ -193,6 +197,11 @@ def summarize(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "peak_rss_mb": peak,
             "disk_mb": float(max(r["disk_mb"] for r in runs)) if runs else None,
             "_seeds": len(vals),
+            "validation_loss_mean": (
+                float(np.mean(c["validation_losses"][method]))
+                if c.get("validation_losses", {}).get(method)
+                else None
+            ),
             "_target_picked": float(np.mean(c["target_picked"].get(method, [np.nan]))),
             "_paired": paired(rand, per_seed) if method != "random" else None,
         }
@@ -570,6 +579,15 @@ def write(
                 f"{_fmt(x['_target_picked'], '.1f')} | {_fmt(x['selection_seconds'], '.0f')} | "
                 f"{_fmt(x['peak_rss_mb'], '.0f')} | {_fmt(x['disk_mb'], '.2f')} | {x['_seeds']} |"
             )
+        val = {k: m[k]["validation_loss_mean"] for k in LABELS if k in m}
+        if any(v is not None for v in val.values()):
+            md += [
+                "",
+                "Validation loss after fine-tuning (mean over seeds; the rows every selection saw, "
+                "the only signal the defaults sweep reads, never the test rows): "
+                + "; ".join(f"{LABELS[k]} {v:.4f}" for k, v in val.items() if v is not None)
+                + ".",
+            ]
         ahead = ahead_lines([r])
         if ahead:
             md += ["", *ahead]

@@ -70,6 +70,7 @@ def test_large_mode_runs_every_method_the_issue_asks_for() -> None:
         "tov_score_random",
         "tov_score_only",
         "tov_score_diverse",
+        "tov_score_only_1bin",
         "oracle",
     }
     assert plan.needs_embeddings(mode.runs) and not plan.needs_embeddings(run.MODES["full"].runs)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks.quality import report, run
@@ -87,6 +88,7 @@ def test_large_mode_runs_and_reports_on_a_tiny_model(
         "tov_score_random",
         "tov_score_only",
         "tov_score_diverse",
+        "tov_score_only_1bin",
         "oracle",
     }
     paired = only["paired_vs_random"]
@@ -110,6 +112,13 @@ def test_large_mode_runs_and_reports_on_a_tiny_model(
     sel = json.loads((folder / "sel_tov_all_s0.json").read_text())["selections"]
     assert len(sel["tov_score_diverse"]) == len(sel["tov_score_random"]) == setting.budget
     assert sel["tov_score_diverse"][:4] == sel["tov_score_random"][:4]  # the score picks
+    # the length-bins sweep: score-only in one bin is the budget's top scores, whatever the length
+    scores = np.load(folder / "sel_tov_all_s0.npz")["scores"]
+    top = np.argsort(-scores, kind="stable")[: setting.budget]
+    assert sorted(sel["tov_score_only_1bin"]) == sorted(int(i) for i in top)
+    # every fine-tune reports the validation rows' loss, and the report carries its mean
+    assert all(methods[m]["validation_loss_mean"] > 0 for m in methods)
+    assert "Validation loss after fine-tuning" in (out / "quality-large.md").read_text()
     by_sub = only["test_loss_by_subtask"]
     assert set(by_sub) == set(methods) and all(set(v) == {"a", "b"} for v in by_sub.values())
     md = (out / "quality-large.md").read_text()
@@ -172,6 +181,7 @@ def test_run_main_splits_each_seed_in_two_parallel_tasks(
         "tov_score_random",
         "tov_score_only",
         "tov_score_diverse",
+        "tov_score_only_1bin",
         "oracle",
     }
     assert all(p["seeds"] == 2 for p in only["paired_vs_random"].values())

@@ -66,10 +66,11 @@ def test_quality_benchmark_end_to_end_on_a_tiny_model(
         "selection_seconds",
         "peak_rss_mb",
         "disk_mb",
+        "validation_loss_mean",
     }
     for name, m in only["methods"].items():
         assert set(m) == fields, name
-        assert m["test_loss_mean"] > 0
+        assert m["test_loss_mean"] > 0 and m["validation_loss_mean"] > 0
     assert only["methods"]["tov_score_random"]["selection_seconds"] > 0
     assert only["methods"]["tov_score_random"]["disk_mb"] > 0  # round checkpoints
     assert only["methods"]["oracle"]["selection_seconds"] is None
