@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo serve test test-fast lint format bench-storage bench-faults bench-security \
-	bench-load bench-perf bench-memory bench-gpu bench-scale-out bench-quality-setup bench-quality-quick bench-quality-large bench-quality clean lock
+	bench-load bench-perf bench-memory bench-gpu bench-scale-out bench-quality-setup bench-quality-quick bench-quality-large bench-quality bench-defaults-sweep clean lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -97,6 +97,10 @@ bench-quality-large: bench-quality-setup
 
 bench-quality: bench-quality-setup
 	$(PY) -m benchmarks.quality.run --mode full
+
+# ToV's knobs chosen on validation rows only (one half selects, the other is scored); SEEDS=2 etc.
+bench-defaults-sweep: bench-quality-setup
+	$(PY) -m benchmarks.quality.defaults_sweep --seeds $(or $(SEEDS),1)
 
 # The images install from these hashed lock files (Linux x86_64, Python 3.11); rerun after editing
 # pyproject.toml's dependencies. The worker's lock pins PyPI's Linux torch, the CUDA build.
