@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tov_plan.rules import (
+    DEFAULT_STRATEGY,
     draw_base,
     micro_batches,
     plan_buckets,
@@ -36,7 +37,7 @@ class JobSettings:
     method: str = "tov"
     task: str = "causal_lm"
     budget: float = 0.1
-    strategy: str = "score+random"  # score+diverse adds a forward of the pool for embeddings
+    strategy: str = DEFAULT_STRATEGY  # score+diverse adds a forward of the pool for embeddings
     base_size: int | None = None
     rounds: int | None = None
     variant: str = "A"

@@ -8,6 +8,7 @@ the dry run (tov_plan.plan), so a planned pass is the pass a run makes by constr
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import numpy as np
 
@@ -18,6 +19,9 @@ PAPER_BASE_EXAMPLES = 16384
 MAX_DEFAULT_ROUNDS = 8
 MAX_BATCH_WASTE = 0.08  # cut a batch early rather than pad it by more than this
 MIN_BATCH_ROWS = 4  # ...but not below this many rows, so long tails do not run one by one
+# The selection strategy a job gets when it names none. The paper's default is score+random; the
+# large quality benchmark (issue 18, docs/engine.md "Defaults by evidence") chose score-only.
+DEFAULT_STRATEGY: Final = "score-only"
 
 
 def resolve_budget(budget: float, pool_size: int) -> int:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from app.schemas import REFERENCE_PATTERN, Strict
+from tov_plan.rules import DEFAULT_STRATEGY
 
 # One dataset reference in a job body (an item of `targets`).
 DatasetReference = Annotated[
@@ -80,7 +81,11 @@ class SelectionParams(Strict):
     budget: Annotated[float, WithJsonSchema(BUDGET_SCHEMA)] = Field(
         default=0.1, gt=0, allow_inf_nan=False
     )
-    strategy: Literal["score+random", "score-only", "score+diverse"] = "score+random"
+    strategy: Literal["score+random", "score-only", "score+diverse"] = Field(
+        default=DEFAULT_STRATEGY,
+        description="score-only (default: the large quality benchmark's evidence), score+random "
+        "(the paper's default) or score+diverse",
+    )
     num_bins: int = Field(default=10, ge=1, le=1000)
     min_per_bin: int = Field(
         default=0,
