@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tests.client.live import Live, live_service, pool_rows
 from tests.service_fixtures import make_key
 from tov_client.cli import app
+from tov_plan.rules import DEFAULT_STRATEGY
 
 pytestmark = pytest.mark.e2e
 
@@ -145,7 +146,7 @@ def test_cli_create_from_local_files_then_cancel(live: Live) -> None:
     )
     assert created["params"]["selection"] == {
         "budget": 10,
-        "strategy": "score+random",
+        "strategy": DEFAULT_STRATEGY,  # the tov CLI names none: the service's default
         "num_bins": 2,
         "min_per_bin": 0,
     }

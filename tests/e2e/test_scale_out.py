@@ -116,6 +116,16 @@ def _kill_the_job_worker_mid_scoring(
     return owner
 
 
+def _wait_until_ready(logs: Path, *names: str, timeout: float = 180) -> None:
+    """Until every named worker's log says it is ready to take tasks (Celery: "... ready.")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(" ready." in (logs / f"{n}.log").read_text(errors="replace") for n in names):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"workers {names} not ready in {timeout} s")
+
+
 def test_two_workers_split_the_shards_and_select_the_same_rows(
     service_env: dict[str, str],
     service_dirs: dict[str, Path],
@@ -124,7 +134,8 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
     store_env: dict[str, str],
 ) -> None:
     build_small_lm(service_dirs["models"] / "small-llama", hidden=256, layers=2)
-    pool = write_jsonl(service_dirs["data"] / "scale_pool.jsonl", synthetic_rows(600, seed=11))
+    # 2,000 rows in 40-row shards: scoring outlasts the helper's start (~4 s) on a fast machine
+    pool = write_jsonl(service_dirs["data"] / "scale_pool.jsonl", synthetic_rows(2000, seed=11))
     validation = "".join(json.dumps(r) + "\n" for r in synthetic_rows(8, seed=12)).encode()
     # One helper message a job: a leftover of the first job costs the second phase a pool child.
     env = {**service_env, **store_env, "TOV_SCORE_SHARD_ROWS": "40", "TOV_MAX_SHARD_HELPERS": "1"}
@@ -148,6 +159,7 @@ def test_two_workers_split_the_shards_and_select_the_same_rows(
         assert solo["status"] == "succeeded", (solo, (tmp_path / "solo.log").read_text()[-3000:])
 
         with worker("w1"), worker("w2"):
+            _wait_until_ready(tmp_path, "w1", "w2")  # else one may score every shard alone
             pair = wait_for_job(client, _submit(client, pool, val_id, "scale-2"), timeout=600)
         logs = "".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("w1", "w2"))
         assert pair["status"] == "succeeded", (pair, logs)
