@@ -196,49 +196,38 @@ def jobs_create(
             extra["decontaminate_against"] = [
                 _dataset_ref(client, v, as_json) for v in decontaminate_against
             ]
+        spec: dict[str, Any] = {
+            "targets": refs if len(refs) > 1 else None,
+            "model": model,
+            "budget": budget,
+            "strategy": strategy,
+            "method": method,
+            "task": task,
+            "seed": seed,
+            "max_length": max_length,
+            "precision": precision,
+            "gradient_checkpointing": gradient_checkpointing,
+            "tov": tov_params or None,
+            "selection": selection or None,
+            **extra,
+        }
+        pool_ref = _dataset_ref(client, pool, as_json)
+        validation_ref = refs[0] if len(refs) == 1 else None
         if dry_run:
-            estimate = client.dry_run_job(
-                _dataset_ref(client, pool, as_json),
-                refs[0] if len(refs) == 1 else None,
-                targets=refs if len(refs) > 1 else None,
-                model=model,
-                budget=budget,
-                strategy=strategy,
-                method=method,
-                task=task,
-                seed=seed,
-                max_length=max_length,
-                precision=precision,
-                gradient_checkpointing=gradient_checkpointing,
-                tov=tov_params or None,
-                selection=selection or None,
-                **extra,
-            )
+            estimate = client.dry_run_job(pool_ref, validation_ref, **spec)
             if as_json:
                 emit_json(estimate)
             else:
                 show_estimate(estimate)
             return
         if notify_url:
-            extra["notify_url"] = notify_url
+            spec["notify_url"] = notify_url
         job = client.create_job(
-            _dataset_ref(client, pool, as_json),
-            refs[0] if len(refs) == 1 else None,
-            targets=refs if len(refs) > 1 else None,
-            model=model,
-            budget=budget,
-            strategy=strategy,
-            method=method,
-            task=task,
-            seed=seed,
-            max_length=max_length,
-            precision=precision,
-            gradient_checkpointing=gradient_checkpointing,
-            tov=tov_params or None,
-            selection=selection or None,
+            pool_ref,
+            validation_ref,
             metadata=meta or None,
             idempotency_key=idempotency_key,
-            **extra,
+            **spec,
         )
         if not as_json:
             err.print(f"created [bold]{job.id}[/] ({job.status})", highlight=False)
