@@ -44,13 +44,12 @@ def _write(folder: Path) -> None:
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
-def test_large_mode_runs_and_reports_on_a_tiny_model(
-    tiny_causal_lm_dir: Path, tmp_path: Path
-) -> None:
-    setting = Setting(
+def _tiny_multi(model: Path) -> Setting:
+    """A two-target setting over POOL, VAL and TEST on the tiny model."""
+    return Setting(
         name="tiny-multi",
         task="causal_lm",
-        model=str(tiny_causal_lm_dir),
+        model=str(model),
         target="quiz:a+quiz:b",
         description="tiny multi-target setting",
         target_in_pool=6,
@@ -60,6 +59,12 @@ def test_large_mode_runs_and_reports_on_a_tiny_model(
         budget=8,
         subtasks=("quiz:a", "quiz:b"),
     )
+
+
+def test_large_mode_runs_and_reports_on_a_tiny_model(
+    tiny_causal_lm_dir: Path, tmp_path: Path
+) -> None:
+    setting = _tiny_multi(tiny_causal_lm_dir)
     mode = run.MODES["large"]
     runs = ("random", "rds", "tov_all")
     bench = run.Bench(
@@ -134,19 +139,7 @@ def test_run_main_splits_each_seed_in_two_parallel_tasks(
     """The large mode's scheduling through run.main: two tasks at once, each (setting, seed) as a
     ToV task and a task of the other runs; seed 1's RDS+ waits for seed 0's instead of running
     it a second time at once (one lock per result file)."""
-    setting = Setting(
-        name="tiny-multi",
-        task="causal_lm",
-        model=str(tiny_causal_lm_dir),
-        target="quiz:a+quiz:b",
-        description="tiny multi-target setting",
-        target_in_pool=6,
-        pool_size=len(POOL),
-        n_validation=len(VAL),
-        n_test=len(TEST),
-        budget=8,
-        subtasks=("quiz:a", "quiz:b"),
-    )
+    setting = _tiny_multi(tiny_causal_lm_dir)
     mode = dataclasses.replace(
         run.MODES["large"],
         settings={"tiny-multi": setting},
