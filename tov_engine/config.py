@@ -96,7 +96,7 @@ class ToVConfig:
     rounds: int | None = None  # L; None = clamp(16384 // |U|, 1, 8) (paper rule, capped by us)
     variant: str = "A"  # "A" interleaved (paper default, better on LLMs) or "B" parallel
     val_lr_factor: float = 0.1  # epsilon (paper)
-    learning_rate: float = 1e-4  # ours: constant LR eta for the base epochs (paper: constant)
+    learning_rate: float = rules.DEFAULT_LEARNING_RATE  # ours: constant eta (paper: constant)
     batch_size: int = 16  # paper
     score_fn: str = "improvement"  # paper default; "absolute" or "positive"
     lora: LoraSettings = field(default_factory=LoraSettings)  # paper: LoRA alpha 32, dropout 0.2

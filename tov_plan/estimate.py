@@ -18,6 +18,7 @@ from tov_plan.cache import base_key, cached_rounds, ml_versions, pool_key, publi
 from tov_plan.cost import DeviceClass, device_class, model_dims, predict_seconds
 from tov_plan.memory import GIB, Advice, Workload, estimate_peak_memory
 from tov_plan.plan import JobSettings, Plan, plan_job
+from tov_plan.rules import DEFAULT_LEARNING_RATE
 from tov_plan.tokens import SetCounts, TokenCounter, count_file
 
 
@@ -30,7 +31,7 @@ class DryRunInputs:
     validation_paths: list[Path]  # one per target
     settings: JobSettings
     device_class: str = "cpu"
-    learning_rate: float = 1e-4
+    learning_rate: float = DEFAULT_LEARNING_RATE
     lora: dict[str, Any] = field(
         default_factory=lambda: {
             "enabled": True,

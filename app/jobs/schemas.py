@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from app.schemas import REFERENCE_PATTERN, Strict
-from tov_plan.rules import DEFAULT_STRATEGY
+from tov_plan.rules import DEFAULT_LEARNING_RATE, DEFAULT_STRATEGY
 
 # One dataset reference in a job body (an item of `targets`).
 DatasetReference = Annotated[
@@ -48,7 +48,7 @@ class ToVParams(Strict):
     rounds: int | None = Field(default=None, ge=1, le=64, description="L; default from |U|")
     variant: Literal["A", "B"] = "A"
     val_lr_factor: float = Field(default=0.1, gt=0, le=10)
-    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    learning_rate: float = Field(default=DEFAULT_LEARNING_RATE, gt=0, le=1)
     batch_size: int = Field(default=16, ge=1, le=1024)
     score_fn: Literal["improvement", "absolute", "positive"] = "improvement"
     lora: LoraParams = LoraParams()
