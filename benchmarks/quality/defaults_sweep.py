@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality.plan import RUNS
-from benchmarks.quality.report import LABELS, paired
+from benchmarks.quality.report import LABELS, paired, score_auc
 from benchmarks.quality.run import LARGE_LR, Bench, _engine, log
-from benchmarks.quality.settings import LARGE_SETTINGS, Setting
+from benchmarks.quality.settings import LARGE_SETTINGS, Setting, load_meta
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 WORK = Path(__file__).resolve().parents[2] / ".cache" / "defaults-sweep"
@@ -109,9 +109,34 @@ def _held_out_loss(bench: Bench, s: Setting, method: str, seed: int, lr: float) 
     return float(json.loads(path.read_text())["test_loss"]) if path.exists() else None
 
 
+def score_signal(bench: Bench, s: Setting, seeds: int) -> dict[str, Any]:
+    """How the configuration's ToV scores find the pool's target-like rows (known by the
+    setting's construction; no test row is read): the scores' AUC and each method's target rows
+    picked, means over the seeds that ran. Empty where the pool holds no target-like row."""
+    mask = np.asarray(load_meta(bench.data(s))["target_mask"], dtype=bool)
+    if not mask.any():
+        return {}
+    aucs: list[float] = []
+    picked: dict[str, list[int]] = {}
+    for seed in range(seeds):
+        record, scores = (bench.folder(s) / f"sel_tov_all_s{seed}.{x}" for x in ("json", "npz"))
+        if not record.exists() or not scores.exists():
+            continue
+        if (auc := score_auc(np.load(scores)["scores"], mask)) is not None:
+            aucs.append(auc)
+        for method, idx in json.loads(record.read_text())["selections"].items():
+            picked.setdefault(method, []).append(int(mask[idx].sum()))
+    return {
+        "target_rows": int(mask.sum()),
+        "score_auc": float(np.mean(aucs)) if aucs else None,
+        "target_picked": {m: float(np.mean(v)) for m, v in picked.items()},
+    }
+
+
 def collect(benches: dict[str, Bench], settings: list[Setting], seeds: int) -> list[dict[str, Any]]:
     """Per setting and configuration: each ToV method's held-out loss per seed and its paired
-    difference with random (random's fine-tunes are shared by every configuration)."""
+    difference with random (random's fine-tunes are shared by every configuration), with the
+    configuration's score signal (`score_signal`)."""
     reference = benches[next(iter(benches))]
     rows = []
     for s in settings:
@@ -122,6 +147,7 @@ def collect(benches: dict[str, Bench], settings: list[Setting], seeds: int) -> l
             if (loss := _held_out_loss(reference, s, "random", seed, lr)) is not None
         }
         for config, bench in benches.items():
+            signal = score_signal(bench, s, seeds)
             for method in TOV_METHODS:
                 mine = {
                     seed: loss
@@ -138,6 +164,9 @@ def collect(benches: dict[str, Bench], settings: list[Setting], seeds: int) -> l
                         "held_out_loss_mean": float(np.mean(list(mine.values()))) if mine else None,
                         "random_loss_mean": float(np.mean(list(rand.values()))) if rand else None,
                         "paired_vs_random": p,
+                        "target_rows": signal.get("target_rows"),
+                        "score_auc": signal.get("score_auc"),
+                        "target_picked": signal.get("target_picked", {}).get(method),
                     }
                 )
     return rows
@@ -163,6 +192,35 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for (config, method), rs in by.items()
     ]
     return sorted(out, key=lambda x: -x["mean_pct_vs_random"])
+
+
+def _signal_table(
+    cells: dict[tuple[str, str, str], dict[str, Any]], settings: list[Setting], configs: list[str]
+) -> list[str]:
+    """The score-signal table: AUC and target rows picked, per setting with target-like rows."""
+    lines = [
+        "",
+        "Score signal (seed mean): how each configuration's scores find the pool's target-like "
+        "rows, known by the setting's construction (no test row is read). AUC: a target row "
+        "outscores another scored row (0.5 = no signal); picks: target rows in the selection.",
+        "",
+        "| setting | config | target rows | score AUC | "
+        + " | ".join(f"picks: {LABELS[m]}" for m in TOV_METHODS)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(TOV_METHODS),
+    ]
+    for s in settings:
+        for config in configs:
+            first = cells.get((s.name, config, TOV_METHODS[0]))
+            if not first or not first["target_rows"] or first["score_auc"] is None:
+                continue
+            picks = [cells[(s.name, config, m)]["target_picked"] for m in TOV_METHODS]
+            lines.append(
+                f"| {s.name} | {config} | {first['target_rows']} | {first['score_auc']:.3f} | "
+                + " | ".join("—" if p is None else f"{p:.1f}" for p in picks)
+                + " |"
+            )
+    return lines
 
 
 def write(
@@ -224,6 +282,7 @@ def write(
                 + " | ".join(out)
                 + " |"
             )
+    md += _signal_table(cells, settings, list(configs))
     md += [
         "",
         "Ranking over settings (mean % vs random; settings where ahead of random):",

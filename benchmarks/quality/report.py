@@ -220,6 +220,17 @@ def _npz(bench: Any, s: Any, run: str, seed: int) -> Any:
     return None
 
 
+def score_auc(scores: np.ndarray, target: np.ndarray) -> float | None:
+    """How well scores rank the target-like rows (bool mask) above the other scored rows: the
+    probability that a target row outscores another, ties half (0.5 = no signal); NaN scores (U,
+    rows without loss tokens) left out. None without rows on both sides."""
+    ok = ~np.isnan(scores)
+    pos, neg = scores[ok & target], scores[ok & ~target]
+    if not len(pos) or not len(neg):
+        return None
+    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
 def _diagnostics(bench: Any, s: Any) -> str:
     """Seed-0 score diagnostics: how well ToV's scores rank the target-like rows (AUC), and how
     close Method A's and Method B's scores are."""
@@ -234,11 +245,8 @@ def _diagnostics(bench: Any, s: Any) -> str:
     sa = a["scores"]
     ok = ~np.isnan(sa)
     parts = []
-    pos, neg = sa[ok & mask], sa[ok & ~mask]
-    if len(pos) and len(neg):
-        auc = float(
-            (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-        )
+    auc = score_auc(sa, mask)
+    if auc is not None:
         parts.append(
             f"ToV (A) score AUC, target-like vs other scored rows (seed 0): {auc:.2f} "
             "(0.5 = no signal)"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.quality import defaults_sweep as sweep
+from benchmarks.quality.report import score_auc
 from benchmarks.quality.settings import Setting
 
 POOL = [
@@ -100,5 +102,34 @@ def test_a_sweep_ranks_configs_by_the_held_out_half(
     assert len(ranking) == 2 * len(sweep.TOV_METHODS)
     pcts = [x["mean_pct_vs_random"] for x in ranking]
     assert pcts == sorted(pcts, reverse=True)
+    # the score signal: the scores' AUC and each method's target picks, from the records
+    mask = np.array([r["source"] != "dict" for r in POOL])
+    for c in cells:
+        folder = next(
+            p.parent
+            for p in records.glob("*/sel_tov_all_s0.json")
+            if _rounds(p) == (1 if c["config"] == "rounds1" else 2)
+        )
+        aucs, picks = [], []
+        for seed in range(2):
+            aucs.append(np.load(folder / f"sel_tov_all_s{seed}.npz")["scores"])
+            chosen = json.loads((folder / f"sel_tov_all_s{seed}.json").read_text())
+            picks.append(int(mask[chosen["selections"][c["method"]]].sum()))
+        assert c["target_rows"] == 4 and c["target_picked"] == pytest.approx(np.mean(picks))
+        expected = np.mean([score_auc(a, mask) for a in aucs])
+        assert c["score_auc"] == pytest.approx(expected) and 0 <= c["score_auc"] <= 1
     md = (out / "tiny-sweep.md").read_text()
     assert "validation rows only" in md and "ToV score-only, 1 length bin" in md
+    assert "Score signal" in md and "| tiny | rounds1 | 4 |" in md
+
+
+def _rounds(record: Path) -> int:
+    return int(json.loads(record.read_text())["stats"]["rounds"])
+
+
+def test_score_auc_ranks_target_rows_and_leaves_nan_out() -> None:
+    mask = np.array([True, False, False, True, False])
+    assert score_auc(np.array([3.0, 2.0, 1.0, np.nan, 0.0]), mask) == 1.0
+    assert score_auc(np.array([0.0, 2.0, 1.0, 5.0, 3.0]), mask) == pytest.approx(0.5)
+    assert score_auc(np.array([1.0, 1.0, 1.0, 1.0, 1.0]), mask) == 0.5  # ties count half
+    assert score_auc(np.array([np.nan, 1.0, 2.0, np.nan, 0.0]), mask) is None
