@@ -40,13 +40,15 @@ from benchmarks.quality.settings import LARGE_SETTINGS, Setting, load_meta
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 WORK = Path(__file__).resolve().parents[2] / ".cache" / "defaults-sweep"
 # Engine configurations on top of the large benchmark's engine (plan.ENGINE with its overrides):
-# the learning rate, the rounds and |U| (base_size; default half the selection half's rows).
+# the learning rate, the rounds and |U| (base_size; default n/2, half the budget: 50 here).
 CONFIGS: dict[str, dict[str, Any]] = {
     "bench": {},
     "lr2x": {"learning_rate": 2e-4},
     "rounds1": {"rounds": 1},
     "lr2x-rounds1": {"learning_rate": 2e-4, "rounds": 1},
     "U2": {"base_size": 2},
+    # the service's own rule for L, clamp(16384 // |U|, 1, 8): 8 rounds at these budgets (|U| 50)
+    "rounds-rule": {"rounds": None},
 }
 # What each ToV run yields (strategies and the one-bin rule), from the same scores.
 TOV_METHODS = tuple(RUNS["tov_all"][2])
