@@ -35,7 +35,7 @@ from tov_engine.output import (
 from tov_engine.progress import ProgressEvent
 from tov_engine.run import run_selection
 from tov_engine.verify import VerifyReport, split_validation, verify_selection
-from tov_plan.rules import DEFAULT_STRATEGY
+from tov_plan.rules import DEFAULT_NUM_BINS, DEFAULT_STRATEGY
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 EXIT_MEMORY = 3  # the job needs more memory than its device has (tov_plan.memory)
@@ -55,7 +55,12 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
         "--method", default="tov", choices=["tov", "random", "uncertainty", "less", "rds"]
     )
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=list(STRATEGIES))
-    p.add_argument("--num-bins", type=int, default=10, help="length bins (default 10)")
+    p.add_argument(
+        "--num-bins",
+        type=int,
+        default=DEFAULT_NUM_BINS,
+        help=f"length bins (default {DEFAULT_NUM_BINS}, the paper's; 1 for short-answer targets)",
+    )
     p.add_argument(
         "--min-per-bin",
         type=int,

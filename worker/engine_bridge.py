@@ -26,7 +26,7 @@ from tov_engine import (
     ToVConfig,
 )
 from tov_engine.config import VerifySettings
-from tov_plan.rules import DEFAULT_STRATEGY
+from tov_plan.rules import DEFAULT_NUM_BINS, DEFAULT_STRATEGY
 
 ENGINE = "tov_engine:run_selection"  # the real engine; TOV_ENGINE_ENTRYPOINT may name a stand-in
 # cuBLAS matmuls repeat exactly only with a fixed workspace, read when CUDA starts: the engine's
@@ -52,7 +52,7 @@ def selection_config(params: dict[str, Any]) -> SelectionConfig:
     return SelectionConfig(
         budget=int(budget) if budget >= 1 else budget,
         strategy=raw.get("strategy", DEFAULT_STRATEGY),
-        num_bins=int(raw.get("num_bins", 10)),
+        num_bins=int(raw.get("num_bins", DEFAULT_NUM_BINS)),
         min_per_bin=int(raw.get("min_per_bin", 0)),
     )
 

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from app.schemas import REFERENCE_PATTERN, Strict
-from tov_plan.rules import DEFAULT_LEARNING_RATE, DEFAULT_STRATEGY
+from tov_plan.rules import DEFAULT_LEARNING_RATE, DEFAULT_NUM_BINS, DEFAULT_STRATEGY
 
 # One dataset reference in a job body (an item of `targets`).
 DatasetReference = Annotated[
@@ -86,7 +86,13 @@ class SelectionParams(Strict):
         description="score-only (default: the large quality benchmark's evidence), score+random "
         "(the paper's default) or score+diverse",
     )
-    num_bins: int = Field(default=10, ge=1, le=1000)
+    num_bins: int = Field(
+        default=DEFAULT_NUM_BINS,
+        ge=1,
+        le=1000,
+        description="equal-count length bins the score picks are spread over (the paper's 10); "
+        "1 ranks the whole pool at once, better for short-answer targets",
+    )
     min_per_bin: int = Field(
         default=0,
         ge=0,

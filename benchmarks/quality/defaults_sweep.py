@@ -347,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             for future in [pool.submit(one, t) for t in tasks]:
                 future.result()
         log(f"defaults sweep done in {time.time() - start:.0f}s")
-    wall = None if args.report_only else time.time() - start
+    wall: float | None = time.time() - start
+    if args.report_only:  # keep the last run's wall time, if its results are there
+        last = RESULTS / f"{args.results_name}.json"
+        wall = json.loads(last.read_text()).get("wall_seconds") if last.exists() else None
     write(
         collect(benches, settings, args.seeds), settings, args.seeds, wall, name=args.results_name
     )
